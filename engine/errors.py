@@ -1,0 +1,28 @@
+"""Errors the engine raises for bad input: each names the file and the problem."""
+
+from pathlib import Path
+
+
+class EngineError(Exception):
+    """Base class: a message a person can act on, never a deep library traceback."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = Path(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class VideoError(EngineError):
+    """A video file or frame folder cannot be opened or read."""
+
+
+class ProjectError(EngineError):
+    """A project folder is missing, corrupt, or of an unknown schema."""
+
+
+class FormatError(EngineError):
+    """An annotation file (DAVIS, COCO, YouTube-VIS, ...) is malformed."""
+
+
+class NotReadyError(RuntimeError):
+    """An API was called before the step it depends on (say what to call first)."""
