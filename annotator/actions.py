@@ -1,0 +1,163 @@
+"""The one table of user actions: menus, toolbar, shortcuts and the help dialog all come from it.
+
+A handler is the name of a MainWindow method, called with `args`. Shortcut strings use
+QKeySequence's portable text; a tuple gives alternatives.
+"""
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QStyle, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    id: str
+    text: str
+    shortcut: str | tuple[str, ...]
+    handler: str
+    menu: str
+    args: tuple = ()
+    tip: str = ""
+    icon: str | None = None       # QStyle.StandardPixmap name
+    group: str | None = None      # exclusive checkable group (tools, overlay modes)
+    toolbar: bool = False
+    editing: bool = False         # disabled while a propagation/export owns the session
+
+
+def _tool(tid, text, key):
+    return ActionSpec(f"tool_{tid}", text, key, "set_tool", "Tools", (tid,), group="tool", toolbar=True,
+                      tip=f"{text} on the selected object")
+
+
+def _overlay(mode, text, key):
+    return ActionSpec(f"overlay_{mode}", text, key, "set_overlay_mode", "View", (mode,), group="overlay")
+
+
+ACTIONS: list[ActionSpec] = [
+    ActionSpec("new", "&New Project…", "Ctrl+N", "new_project", "File", icon="SP_FileIcon",
+               tip="Create a project from a video file or a folder of frames"),
+    ActionSpec("open", "&Open Project…", "Ctrl+O", "open_project", "File", icon="SP_DialogOpenButton",
+               toolbar=True),
+    ActionSpec("save", "&Save", "Ctrl+S", "save", "File", icon="SP_DialogSaveButton", toolbar=True),
+    ActionSpec("save_as", "Save &As…", "Ctrl+Shift+S", "save_as", "File"),
+    ActionSpec("export", "&Export…", "Ctrl+E", "export", "File", icon="SP_ArrowUp",
+               tip="Export masks: DAVIS, COCO, YouTube-VIS, binary PNGs, overlay video"),
+    ActionSpec("quit", "&Quit", "Ctrl+Q", "close", "File"),
+    ActionSpec("undo", "&Undo", "Ctrl+Z", "undo", "Edit", icon="SP_ArrowBack", toolbar=True),
+    ActionSpec("redo", "&Redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "redo", "Edit", icon="SP_ArrowForward",
+               toolbar=True),
+    ActionSpec("add_object", "&Add Object", "N", "add_object", "Objects", editing=True,
+               icon="SP_FileDialogNewFolder"),
+    ActionSpec("remove_object", "&Remove Object", "Del", "remove_selected_object", "Objects", editing=True),
+    ActionSpec("toggle_hide", "&Hide/Show Object", "H", "toggle_object_flag", "Objects", ("hidden",)),
+    ActionSpec("toggle_lock", "&Lock/Unlock Object", "Shift+L", "toggle_object_flag", "Objects",
+               ("locked",), editing=True),
+    *[ActionSpec(f"object_{i}", f"Select Object {i}", str(i), "select_object_number", "Objects", (i,))
+      for i in range(1, 10)],
+    _tool("click+", "Positive &Click", "C"),
+    _tool("click-", "&Negative Click", "V"),
+    _tool("scribble+", "Positive &Scribble", "S"),
+    _tool("scribble-", "Negative Scri&bble", "D"),
+    _tool("brush", "&Brush", "B"),
+    _tool("eraser", "&Eraser", "E"),
+    _tool("polygon", "&Polygon / Lasso", "L"),
+    ActionSpec("brush_bigger", "Bigger Brush", "]", "change_brush", "Tools", (1.25,)),
+    ActionSpec("brush_smaller", "Smaller Brush", "[", "change_brush", "Tools", (0.8,)),
+    ActionSpec("propagate_both", "Propagate &Both Ways", ("Ctrl+Return", "Ctrl+Enter"), "propagate",
+               "Propagate", ("both",), icon="SP_BrowserReload", toolbar=True, editing=True,
+               tip="Propagate the masks from the current frame in both directions (bounded by keyframes)"),
+    ActionSpec("propagate_forward", "Propagate &Forward", "Ctrl+Shift+Right", "propagate", "Propagate",
+               ("forward",), icon="SP_MediaSeekForward", toolbar=True, editing=True),
+    ActionSpec("propagate_backward", "Propagate Back&ward", "Ctrl+Shift+Left", "propagate", "Propagate",
+               ("backward",), icon="SP_MediaSeekBackward", toolbar=True, editing=True),
+    ActionSpec("cancel_job", "&Cancel Running Job", "Esc", "cancel_job", "Propagate", icon="SP_BrowserStop"),
+    ActionSpec("play", "&Play / Pause", "Space", "toggle_play", "Navigate", icon="SP_MediaPlay"),
+    ActionSpec("prev_frame", "Previous Frame", "Left", "step_frame", "Navigate", (-1,)),
+    ActionSpec("next_frame", "Next Frame", "Right", "step_frame", "Navigate", (1,)),
+    ActionSpec("back_10", "Back 10 Frames", "Shift+Left", "step_frame", "Navigate", (-10,)),
+    ActionSpec("forward_10", "Forward 10 Frames", "Shift+Right", "step_frame", "Navigate", (10,)),
+    ActionSpec("first_frame", "First Frame", "Home", "goto_frame", "Navigate", (0,)),
+    ActionSpec("last_frame", "Last Frame", "End", "goto_frame", "Navigate", (-1,)),
+    ActionSpec("prev_keyframe", "Previous Keyframe", ",", "step_keyframe", "Navigate", (-1,)),
+    ActionSpec("next_keyframe", "Next Keyframe", ".", "step_keyframe", "Navigate", (1,)),
+    ActionSpec("next_wrong", "Next Frame Most Likely &Wrong", "G", "next_likely_wrong", "Navigate",
+               icon="SP_MessageBoxWarning"),
+    ActionSpec("fit", "&Fit to Window", "F", "fit_view", "View"),
+    ActionSpec("actual_size", "&Actual Size (1:1)", "Ctrl+1", "actual_size", "View"),
+    ActionSpec("zoom_in", "Zoom &In", ("Ctrl++", "Ctrl+="), "zoom", "View", (1.25,)),
+    ActionSpec("zoom_out", "Zoom &Out", "Ctrl+-", "zoom", "View", (0.8,)),
+    _overlay("filled", "Overlay: &Filled", "Ctrl+Shift+1"),
+    _overlay("outline", "Overlay: &Outline", "Ctrl+Shift+2"),
+    _overlay("mask", "Overlay: &Mask Only", "Ctrl+Shift+3"),
+    _overlay("off", "Overlay: O&ff", "Ctrl+Shift+4"),
+    ActionSpec("cycle_overlay", "&Cycle Overlay Mode", "O", "cycle_overlay", "View"),
+    ActionSpec("help", "&Keyboard Shortcuts…", "F1", "show_help", "Help", icon="SP_DialogHelpButton"),
+    ActionSpec("about", "&About", "", "show_about", "Help"),
+]
+MENUS = ["File", "Edit", "View", "Tools", "Objects", "Propagate", "Navigate", "Help"]
+MOUSE_HELP = [
+    ("Wheel", "Zoom around the cursor"),
+    ("Middle drag / Space + drag", "Pan"),
+    ("Right click (click tools)", "Negative click"),
+    ("Right drag (scribble, brush)", "Opposite sign: negative scribble / eraser"),
+    ("Polygon tool", "Click vertices, double-click or Enter to fill; drag for a lasso; Backspace, Esc"),
+]
+
+
+def shortcuts_of(spec: ActionSpec) -> list[QKeySequence]:
+    keys = (spec.shortcut,) if isinstance(spec.shortcut, str) else spec.shortcut
+    return [QKeySequence(k) for k in keys if k]
+
+
+def build(window) -> dict[str, QAction]:
+    """One QAction per spec, parented to `window`, wired to its handler; groups made exclusive."""
+    actions, groups = {}, {}
+    for spec in ACTIONS:
+        action = QAction(spec.text, window)
+        action.setShortcuts(shortcuts_of(spec))
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        tip = spec.tip or spec.text.replace("&", "").rstrip("…")
+        keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in shortcuts_of(spec))
+        action.setToolTip(f"{tip} ({keys})" if keys else tip)
+        action.setStatusTip(tip)
+        if spec.icon:
+            action.setIcon(window.style().standardIcon(getattr(QStyle.StandardPixmap, spec.icon)))
+        if spec.group:
+            action.setCheckable(True)
+            groups.setdefault(spec.group, QActionGroup(window)).addAction(action)
+        handler = getattr(window, spec.handler)
+        action.triggered.connect(lambda _checked=False, h=handler, a=spec.args: h(*a))
+        window.addAction(action)
+        actions[spec.id] = action
+    return actions
+
+
+class HelpDialog(QDialog):
+    """Every action with its shortcut, straight from the table, plus the mouse gestures."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        rows = [(s.menu, s.text.replace("&", "").rstrip("…"),
+                 ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in shortcuts_of(s)))
+                for s in ACTIONS if s.shortcut]
+        rows += [("Mouse", what, gesture) for gesture, what in MOUSE_HELP]
+        table = QTableWidget(len(rows), 3)
+        table.setHorizontalHeaderLabels(["Menu", "Action", "Shortcut"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                table.setItem(r, c, QTableWidgetItem(text))
+        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        table.resizeColumnsToContents()
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        self.table = table
+        self.resize(620, 640)

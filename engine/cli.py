@@ -1,0 +1,169 @@
+"""`vos-engine`: the headless command line, built on the same public API as the GUI.
+
+Each subcommand imports what it needs lazily so `vos-engine --help` stays instant.
+Errors the engine raises for bad input print as one line naming the file, exit code 2.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import EngineError
+
+FORMATS = ("davis", "coco", "youtube-vis")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except EngineError as exc:
+        print(f"vos-engine: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vos-engine: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vos-engine", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    c = sub.add_parser("convert", help="convert masks between DAVIS, COCO and YouTube-VIS")
+    c.add_argument("src", type=Path, help="DAVIS root or Annotations folder, COCO or YouTube-VIS json")
+    c.add_argument("dst", type=Path, help="output folder (davis) or json file (coco, youtube-vis)")
+    c.add_argument("--to", required=True, choices=FORMATS)
+    c.set_defaults(run=_convert)
+
+    e = sub.add_parser("evaluate", help="score predictions, or run the engine semi-supervised and score it")
+    e.add_argument("davis_root", type=Path)
+    e.add_argument("--split", default="train")
+    e.add_argument("--sequences", help="comma-separated subset of the split")
+    e.add_argument("--predictions", type=Path, help="score these predictions (PRED/<seq>/00000.png) instead")
+    e.add_argument("--save-predictions", type=Path, help="write the engine's masks as PRED/<seq>/00000.png")
+    e.add_argument("--refiner", default=None, help="refiner to use (see engine.refiners)")
+    e.add_argument("--json", type=Path, help="write the scores as JSON")
+    e.set_defaults(run=_evaluate)
+
+    i = sub.add_parser("interactive-eval", help="simulated-user clicks, J&F after each round")
+    i.add_argument("davis_root", type=Path)
+    i.add_argument("--split", default="train")
+    i.add_argument("--sequences", help="comma-separated subset of the split")
+    i.add_argument("--rounds", type=int, default=3)
+    i.add_argument("--json", type=Path)
+    i.set_defaults(run=_interactive_eval)
+
+    pr = sub.add_parser("propagate", help="propagate a mask through a video and export it")
+    pr.add_argument("video", type=Path, help="video file or folder of frames")
+    pr.add_argument("--mask", required=True, type=Path, help="indexed or 0/255 PNG of the annotated frame")
+    pr.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
+    pr.add_argument("--out", required=True, type=Path)
+    pr.add_argument("--format", default="davis", choices=FORMATS)
+    pr.add_argument("--refiner", default=None)
+    pr.add_argument("--project", type=Path, help="project folder to keep (default: a temporary one)")
+    pr.set_defaults(run=_propagate)
+
+    b = sub.add_parser("bench", help="speed and memory figures at 854x480, as JSON")
+    b.add_argument("video", nargs="?", type=Path, help="video or frame folder (default: synthetic frames)")
+    b.add_argument("--refiner", default=None)
+    b.add_argument("--long", action="store_true", help="also measure peak RSS on a 3000-frame video")
+    b.add_argument("--json", type=Path)
+    b.set_defaults(run=_bench)
+
+    t = sub.add_parser("train", help="reproduce the shipped weights from DAVIS frames")
+    t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
+    t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
+    t.add_argument("--out", type=Path, help="output folder (default: resources/...)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(run=_train)
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the sample project")
+    d.add_argument("--out", type=Path, default=Path("vos-demo"))
+    d.set_defaults(run=_demo)
+    return p
+
+
+def _print_json(result: dict, path: Path | None) -> None:
+    if path is not None:
+        from engine.atomic import atomic_write_json
+
+        atomic_write_json(path, result)
+        print(f"wrote {path}")
+
+
+def _split_sequences(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _convert(args) -> None:
+    from engine.formats import convert
+
+    written = convert(args.src, args.dst, to=args.to)
+    print(f"wrote {written}")
+
+
+def _evaluate(args) -> None:
+    from engine import evaluation
+
+    sequences = _split_sequences(args.sequences)
+    if args.predictions is not None:
+        result = evaluation.score_predictions(args.davis_root, args.predictions, args.split, sequences)
+    else:
+        result = evaluation.run_semi_supervised(
+            args.davis_root, args.split, sequences, save_predictions=args.save_predictions, refiner=args.refiner
+        )
+    print(result.table())
+    _print_json(result.to_json(), args.json)
+
+
+def _interactive_eval(args) -> None:
+    from engine import evaluation
+
+    result = evaluation.run_interactive(
+        args.davis_root, args.split, _split_sequences(args.sequences), rounds=args.rounds
+    )
+    for r in result["rounds"]:
+        print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
+    _print_json(result, args.json)
+
+
+def _propagate(args) -> None:
+    from engine.session import propagate_file
+
+    written = propagate_file(
+        args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
+        refiner=args.refiner, project_dir=args.project,
+    )
+    print(f"wrote {written}")
+
+
+def _bench(args) -> None:
+    from engine.bench import run_bench
+
+    result = run_bench(args.video, refiner=args.refiner, long_video=args.long)
+    print(json.dumps(result, indent=2))
+    _print_json(result, args.json)
+
+
+def _train(args) -> None:
+    root = args.davis_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-train"
+    if args.refiner:
+        from engine.refiners import train_refiner
+
+        train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed)
+    else:
+        from engine.embedding.train import train_embedding
+
+        train_embedding(root, out_dir=args.out, seed=args.seed)
+
+
+def _demo(args) -> None:
+    from engine.session import run_demo
+
+    for line in run_demo(args.out):
+        print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

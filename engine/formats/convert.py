@@ -1,0 +1,98 @@
+"""Format detection and conversion between DAVIS, COCO, YouTube-VIS (and per-object binary masks)."""
+
+from pathlib import Path
+
+from engine.errors import FormatError
+from engine.formats.annotations import TrackedMasks
+from engine.formats.binary import _FOLDER, load_binary_masks, save_binary_masks
+from engine.formats.coco import Progress, coco_from_dict, save_coco
+from engine.formats.davis import load_davis, save_davis
+from engine.formats.jsonfile import read_json
+from engine.formats.youtube_vis import save_youtube_vis, youtube_vis_from_dict
+
+FORMATS = ("davis", "coco", "youtube-vis", "binary")
+_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "youtubevis": "youtube-vis", "vis": "youtube-vis"}
+JSON_NAMES = {"coco": "coco.json", "youtube-vis": "youtube-vis.json"}
+
+
+def format_name(name: str) -> str:
+    """Canonical format name (accepts ytvis/youtube_vis aliases); ValueError for unknown names."""
+    n = _ALIASES.get(name.lower(), name.lower())
+    if n not in FORMATS:
+        raise ValueError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
+    return n
+
+
+def detect_format(src: str | Path) -> str:
+    """'davis' | 'coco' | 'youtube-vis' | 'binary' for a path; FormatError if it is none of them.
+
+    A .json file is COCO when it has 'images', YouTube-VIS when it has 'videos' with per-object
+    'segmentations'. A folder is binary when all its sub-folders are named <id>_<name> and hold PNGs
+    (and it has no Annotations folder); otherwise DAVIS.
+    """
+    return _detect(Path(src))[0]
+
+
+def _detect(src: Path) -> tuple[str, dict | None]:
+    if src.is_file():
+        data = read_json(src)
+        if "images" in data:
+            return "coco", data
+        if "videos" in data and "annotations" in data:
+            return "youtube-vis", data
+        raise FormatError(src, "JSON is neither COCO (no 'images') nor YouTube-VIS (no 'videos' and 'annotations')")
+    if src.is_dir():
+        subs = [d for d in src.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if (subs and not (src / "Annotations").is_dir() and not any(src.glob("*.png"))
+                and all(_FOLDER.match(d.name) for d in subs) and all(any(d.glob("*.png")) for d in subs)):
+            return "binary", None
+        return "davis", None
+    raise FormatError(src, "source not found")
+
+
+def load_any(src: str | Path, src_format: str | None = None) -> list[TrackedMasks]:
+    """Load every video in `src` (format detected unless `src_format` is given)."""
+    src = Path(src)
+    fmt, data = _detect(src) if src_format is None else (format_name(src_format), None)
+    if fmt in ("coco", "youtube-vis"):
+        if data is None:
+            data = read_json(src)
+        videos = coco_from_dict(data, src) if fmt == "coco" else youtube_vis_from_dict(data, src)
+        if not videos:
+            raise FormatError(src, "holds no videos/images")
+        return videos
+    if fmt == "binary":
+        return [load_binary_masks(src)]
+    return load_davis(src)
+
+
+def convert(src: str | Path, dst: str | Path, to: str, *, src_format: str | None = None,
+            progress: Progress = None) -> list[Path]:
+    """Convert annotations between formats; returns the paths written.
+
+    src: a DAVIS root / Annotations folder / sequence folder, a COCO or YouTube-VIS JSON file, or a
+         folder of per-object binary masks (detected, or forced with `src_format`).
+    dst: for to="davis" the DAVIS root (Annotations/<seq>/ is written inside); for "coco" and
+         "youtube-vis" the JSON file (an existing folder gets coco.json / youtube-vis.json inside);
+         for "binary" the output folder (one <seq>/ sub-folder per video when there are several).
+    to:  "davis" | "coco" | "youtube-vis" | "binary".
+    Every video in the source is converted; COCO/YouTube-VIS targets hold them all in one file.
+    Masks are identical after the round trip; object names/categories are kept where the target
+    format can hold them. Raises FormatError naming the file on bad input.
+    """
+    to = format_name(to)
+    src, dst = Path(src), Path(dst)
+    videos = load_any(src, src_format)
+    names = [v.name for v in videos]
+    if to in ("davis", "binary") and len(set(names)) != len(names):
+        raise FormatError(src, f"several videos share a name, they would overwrite each other: {names}")
+    if to == "davis":
+        return save_davis(videos, dst, write_images=False, progress=progress)
+    if to == "binary":
+        if len(videos) == 1:
+            return save_binary_masks(videos[0], dst, progress=progress)
+        return [p for v in videos for p in save_binary_masks(v, dst / v.name, progress=progress)]
+    if dst.is_dir():
+        dst = dst / JSON_NAMES[to]
+    save = save_coco if to == "coco" else save_youtube_vis
+    return [save(videos, dst, progress=progress)]

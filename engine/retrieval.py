@@ -1,0 +1,131 @@
+"""Nearest-reference labelling of pixel embeddings with faiss (the retrieval half of PML).
+
+Every pixel of a frame is labelled by its most similar reference embeddings. To keep the cost
+of a frame independent of how many pixels the user annotated, each label's reference pool is
+reduced to at most ``max_prototypes`` prototypes by spherical k-means (faiss.Kmeans) before it
+is indexed; a frame then costs one inner-product search per label over a few hundred vectors.
+
+Arrays: embeddings are float32 (N, D) rows, L2-normalised, so inner product = cosine similarity.
+Scores are float32 (L, N) in label order ``index.labels``; label 0 is background by convention.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import faiss
+import numpy as np
+
+_GPU_LOCK = threading.Lock()
+_GPU_RESOURCES = None
+
+
+def gpu_available() -> bool:
+    """True when this faiss build sees a CUDA device (faiss-gpu); faiss-cpu always says False."""
+    try:
+        return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    except Exception:  # pragma: no cover - exotic builds
+        return False
+
+
+def _gpu_resources():
+    global _GPU_RESOURCES
+    with _GPU_LOCK:
+        if _GPU_RESOURCES is None:  # pragma: no cover - needs a GPU
+            _GPU_RESOURCES = faiss.StandardGpuResources()
+        return _GPU_RESOURCES
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> float32 (N, D) with unit rows (zero rows stay zero)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-6)
+
+
+def make_prototypes(vectors: np.ndarray, max_prototypes: int = 128, seed: int = 0,
+                    niter: int = 8, max_train: int = 4096) -> np.ndarray:
+    """Reduce a reference pool (N, D) to at most ``max_prototypes`` unit vectors (M, D) float32.
+
+    Pools that already fit are returned as they are (normalised); larger pools go through spherical
+    k-means on a random sample of at most ``max_train`` rows, so the time is bounded too.
+    """
+    vectors = l2_normalise(vectors)
+    n, d = vectors.shape
+    if n <= max_prototypes:
+        return vectors
+    rng = np.random.default_rng(seed)
+    train = vectors if n <= max_train else vectors[rng.choice(n, max_train, replace=False)]
+    km = faiss.Kmeans(d, max_prototypes, niter=niter, seed=seed, spherical=True, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=max(64, max_train))
+    km.train(np.ascontiguousarray(train))
+    return l2_normalise(km.centroids)
+
+
+def _new_index(dim: int, use_gpu: bool):
+    if use_gpu:  # pragma: no cover - needs a GPU
+        return faiss.GpuIndexFlatIP(_gpu_resources(), dim)
+    return faiss.IndexFlatIP(dim)
+
+
+class LabelIndex:
+    """One flat inner-product faiss index per label over that label's prototypes.
+
+    ``scores(q)`` gives, per label, the mean similarity of the ``k`` nearest prototypes of that
+    label (k = 1: plain nearest neighbour as in PML). Labels with no references score -1.
+    """
+
+    def __init__(self, pools: dict[int, np.ndarray], k: int = 1, max_prototypes: int = 128,
+                 use_gpu: bool | None = None, seed: int = 0):
+        self.labels: list[int] = sorted(pools)
+        self.k = k
+        self.use_gpu = gpu_available() if use_gpu is None else use_gpu
+        self.dim = None
+        self._indexes = []
+        self.prototypes: dict[int, np.ndarray] = {}
+        for lab in self.labels:
+            vecs = np.asarray(pools[lab], dtype=np.float32)
+            if vecs.ndim != 2:
+                raise ValueError(f"pool for label {lab} must be (N, D), got {vecs.shape}")
+            if self.dim is None:
+                self.dim = vecs.shape[1]
+            protos = make_prototypes(vecs, max_prototypes, seed=seed + lab) if len(vecs) else vecs
+            self.prototypes[lab] = protos
+            if len(protos):
+                idx = _new_index(protos.shape[1], self.use_gpu)
+                idx.add(np.ascontiguousarray(protos))
+            else:
+                idx = None
+            self._indexes.append(idx)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """query (N, D) float32 unit rows -> (L, N) float32 similarity per label."""
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        out = np.full((len(self.labels), len(query)), -1.0, dtype=np.float32)
+        for i, idx in enumerate(self._indexes):
+            if idx is None or len(query) == 0:
+                continue
+            k = min(self.k, idx.ntotal)
+            sims, _ = idx.search(query, k)
+            out[i] = sims[:, 0] if k == 1 else sims.mean(axis=1)
+        return out
+
+
+def softmax_scores(scores: np.ndarray, temperature: float = 0.05) -> np.ndarray:
+    """(L, ...) similarities -> (L, ...) float32 probabilities summing to 1 over axis 0."""
+    z = scores / float(temperature)
+    z = z - z.max(axis=0, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=0, keepdims=True)
+    return z.astype(np.float32, copy=False)
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """(L, ...) probabilities -> (...) top-1 minus top-2 probability (1 = unambiguous)."""
+    if probs.shape[0] < 2:
+        return np.ones(probs.shape[1:], np.float32)
+    part = np.partition(probs, probs.shape[0] - 2, axis=0)
+    return (part[-1] - part[-2]).astype(np.float32)

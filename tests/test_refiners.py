@@ -1,0 +1,127 @@
+"""Refiners: the registry, the part tracker on a synthetic moving square, the modulation network's output
+contract, and both refiners on a few real DAVIS frames."""
+
+import numpy as np
+import pytest
+
+from engine.refiners import (
+    FrameContext, Reference, available_refiners, get_refiner, normalise_probs, probs_to_ids, time_refiner,
+)
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
+
+
+def _square_sequence(n=12, h=120, w=200, size=32, step=(4, 2), seed=0):
+    """A textured square moving over a differently textured background: frames, masks, square positions."""
+    rng = np.random.default_rng(seed)
+    bg = (rng.random((h, w, 3)) * 80 + 40).astype(np.uint8)
+    tex = (rng.random((size // 4, size // 4, 3)) * 255).astype(np.uint8)
+    tex = np.repeat(np.repeat(tex, 4, 0), 4, 1)
+    frames, masks, pos = [], [], []
+    for i in range(n):
+        x, y = 20 + step[0] * i, 30 + step[1] * i
+        f = bg.copy()
+        f[y:y + size, x:x + size] = tex
+        m = np.zeros((h, w), np.uint8)
+        m[y:y + size, x:x + size] = 1
+        frames.append(f), masks.append(m), pos.append((x, y))
+    return frames, masks, pos
+
+
+def _unit_embedding(frame: np.ndarray, dim: int = 8) -> np.ndarray:
+    """A stand-in embedding: stride-8 mean colour + fixed random projection, L2-normalised."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    small = cv2.resize(frame, ((w + 7) // 8, (h + 7) // 8), interpolation=cv2.INTER_AREA).astype(np.float32)
+    proj = np.random.default_rng(1).standard_normal((3, dim)).astype(np.float32)
+    e = (small / 255.0 - 0.5) @ proj
+    return e / np.maximum(np.linalg.norm(e, axis=2, keepdims=True), 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- registry
+
+def test_registry_lists_both_and_rejects_unknown_names():
+    names = available_refiners()
+    assert "modulation" in names and "parts" in names
+    assert get_refiner(None) is None and get_refiner("none") is None
+    with pytest.raises(ValueError, match="unknown refiner 'nope'.*modulation.*parts"):
+        get_refiner("nope")
+
+
+def test_normalise_and_argmax_keep_background_implicit():
+    a = np.full((2, 2), 0.8, np.float32)
+    b = np.full((2, 2), 0.6, np.float32)
+    b[0, 0] = 0.0
+    p = normalise_probs({1: a, 2: b})
+    assert np.all(p[1] + p[2] <= 1.0 + 1e-6)
+    ids = probs_to_ids({1: np.array([[0.2, 0.7]], np.float32), 2: np.array([[0.1, 0.2]], np.float32)})
+    assert ids.tolist() == [[0, 1]]
+
+
+# ----------------------------------------------------------------------------------------------- parts
+
+@pytest.mark.parametrize("with_embedding", [True, False])
+def test_part_tracker_follows_a_moving_textured_square(with_embedding):
+    frames, masks, pos = _square_sequence()
+    r = get_refiner("parts")
+    ref = Reference(t=0, image=frames[0], ids=masks[0],
+                    embedding=_unit_embedding(frames[0]) if with_embedding else None)
+    r.start([ref])
+    prev = masks[0]
+    for t in range(1, len(frames)):
+        coarse = masks[t].astype(np.float32) * 0.9
+        coarse[80:110, 150:190] = 0.9                       # a look-alike far from the object
+        ctx = FrameContext(t=t, image=frames[t], probs={1: coarse}, references=[ref], prev_ids=prev,
+                           embedding=_unit_embedding(frames[t]) if with_embedding else None, prev_t=t - 1)
+        out = r.refine(ctx)
+        assert out[1].shape == coarse.shape and out[1].dtype == np.float32
+        prev = probs_to_ids(out)
+        boxes = [p.box for p in r._objects[1].parts if p.alive]
+        assert boxes, f"all parts lost at frame {t}"
+        x, y = pos[t]
+        for bx, by, bw, bh in boxes:                          # each part box still on the square
+            cx, cy = bx + bw / 2, by + bh / 2
+            assert x - 2 <= cx <= x + 34 and y - 2 <= cy <= y + 34, (t, (bx, by, bw, bh), (x, y))
+    assert _jaccard(prev == 1, masks[-1] == 1) > 0.8          # look-alike suppressed, object kept
+
+
+def test_parts_leaves_unannotated_objects_alone():
+    frames, masks, _ = _square_sequence(n=3)
+    r = get_refiner("parts")
+    r.start([Reference(t=0, image=frames[0], ids=masks[0])])
+    other = np.full(masks[1].shape, 0.05, np.float32)
+    out = r.refine(FrameContext(t=1, image=frames[1], probs={1: masks[1] * 0.9, 7: other}, prev_ids=masks[0]))
+    np.testing.assert_allclose(out[7], other)
+
+
+# ----------------------------------------------------------------------------------------------- modulation
+
+def test_modulation_output_is_a_probability_map_of_the_right_shape():
+    frames, masks, _ = _square_sequence(n=4, h=96, w=136)
+    r = get_refiner("modulation")
+    ref = Reference(t=0, image=frames[0], ids=masks[0] * 3)      # object id 3
+    r.start([ref])
+    prev = masks[0] * 3
+    for t in range(1, 4):
+        coarse = {3: np.clip(masks[t] * 0.8 + 0.05, 0, 1).astype(np.float32),
+                  5: np.full(masks[t].shape, 0.1, np.float32)}  # id 5 has no reference
+        out = r.refine(FrameContext(t=t, image=frames[t], probs=coarse, references=[ref], prev_ids=prev))
+        assert set(out) == {3, 5}
+        for v in out.values():
+            assert v.shape == (96, 136) and v.dtype == np.float32
+            assert np.isfinite(v).all() and v.min() >= 0.0 and v.max() <= 1.0
+        assert np.all(out[3] + out[5] <= 1.0 + 1e-5)
+        np.testing.assert_allclose(out[5], coarse[5])               # no reference: unchanged
+        prev = probs_to_ids(out)
+    assert _jaccard(prev == 3, masks[3] == 1) > 0.7
+
+
+def test_time_refiner_reports_milliseconds():
+    for name in ("parts", "modulation"):
+        ms = time_refiner(name, n=4, size=(320, 192))
+        assert 0.0 < ms < 2000.0
+    assert time_refiner("none") == 0.0
