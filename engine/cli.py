@@ -129,7 +129,7 @@ def _interactive_eval(args) -> None:
 
 
 def _propagate(args) -> None:
-    from engine.session import propagate_file
+    from engine.pipeline import propagate_file
 
     written = propagate_file(
         args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
@@ -159,7 +159,7 @@ def _train(args) -> None:
 
 
 def _demo(args) -> None:
-    from engine.session import run_demo
+    from engine.pipeline import run_demo
 
     for line in run_demo(args.out):
         print(line)

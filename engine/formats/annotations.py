@@ -15,6 +15,7 @@ from engine.errors import FormatError
 
 MaskSource = Callable[[int], np.ndarray] | Sequence[np.ndarray]
 ImageSource = Callable[[int], np.ndarray]
+Progress = Callable[[int, int], None] | None  # progress(done_frames, total_frames), called per frame
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ObjectMeta:
     def from_any(cls, obj_id: int, obj) -> "ObjectMeta":
         """Accept an ObjectMeta, the project's ObjectInfo, a dict, or a bare name string."""
         if isinstance(obj, ObjectMeta):
-            return obj
+            return obj if obj.id == obj_id else cls(obj_id, obj.name, obj.category, obj.color)
         if isinstance(obj, str):
             return cls(obj_id, obj)
         if isinstance(obj, dict):

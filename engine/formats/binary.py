@@ -12,8 +12,8 @@ import numpy as np
 
 from engine.atomic import atomic_write_bytes
 from engine.errors import FormatError
-from engine.formats.annotations import ObjectMeta, TrackedMasks
-from engine.formats.coco import Progress, natural_key
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks
+from engine.formats.coco import natural_key
 
 _FOLDER = re.compile(r"^(\d+)_(.*)$")
 

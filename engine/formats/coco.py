@@ -14,7 +14,7 @@ of mmtracking, extra keys are ignored by COCO tools):
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -22,10 +22,8 @@ import numpy as np
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, TrackedMasks, as_list, with_unknown_ids
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids
 from engine.formats.jsonfile import need, read_json
-
-Progress = Callable[[int, int], None] | None
 
 
 class CategoryTable:

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from engine.errors import FormatError
-from engine.formats.annotations import TrackedMasks
+from engine.formats.annotations import Progress, TrackedMasks
 from engine.formats.binary import _FOLDER, load_binary_masks, save_binary_masks
-from engine.formats.coco import Progress, coco_from_dict, save_coco
+from engine.formats.coco import coco_from_dict, save_coco
 from engine.formats.davis import load_davis, save_davis
 from engine.formats.jsonfile import read_json
 from engine.formats.youtube_vis import save_youtube_vis, youtube_vis_from_dict

@@ -16,8 +16,8 @@ import numpy as np
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from engine.errors import FormatError
-from engine.formats.annotations import ImageSource, ObjectMeta, TrackedMasks, as_list, with_unknown_ids
-from engine.formats.coco import Progress, natural_key
+from engine.formats.annotations import ImageSource, ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids
+from engine.formats.coco import natural_key
 from engine.palette import read_id_png, write_id_png
 
 RESOLUTIONS = ("480p", "Full-Resolution", "1080p")

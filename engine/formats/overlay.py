@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 
 from engine.errors import FormatError
-from engine.formats.annotations import ImageSource, TrackedMasks
-from engine.formats.coco import Progress
+from engine.formats.annotations import ImageSource, Progress, TrackedMasks
 from engine.palette import PALETTE
 
 

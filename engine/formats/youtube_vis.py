@@ -18,8 +18,8 @@ import numpy as np
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, TrackedMasks, as_list, with_unknown_ids
-from engine.formats.coco import CategoryTable, Progress, RleFrames, category_names, track_id_map
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids
+from engine.formats.coco import CategoryTable, RleFrames, category_names, track_id_map
 from engine.formats.jsonfile import need, read_json
 
 

@@ -1,0 +1,83 @@
+"""Whole headless runs built on the Session: `vos-engine propagate` and `vos-engine demo`."""
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.errors import FormatError
+from engine.palette import read_id_png
+from engine.project import open_sample_copy
+from engine.session import Session
+
+EXPORT_FORMATS = ("davis", "coco", "youtube-vis", "binary", "overlay")
+
+
+def propagate_file(
+    video: Path,
+    mask: Path,
+    frame: int = 0,
+    out: Path = Path("out"),
+    fmt: str = "davis",
+    refiner: str | None = None,
+    project_dir: Path | None = None,
+) -> Path:
+    """Propagate the objects of one annotated frame through a whole video and export them.
+
+    `mask` is an indexed (ids) or 0/255 PNG of frame `frame`, at the video's native or working size.
+    The project is kept in `project_dir` when given, else in a temporary folder.
+    """
+    with tempfile.TemporaryDirectory(prefix="vos-propagate-") as tmp:
+        session = Session.create(Path(project_dir or Path(tmp) / "project"), video)
+        ids = read_id_png(mask)
+        _annotate_frame(session, frame, ids, mask)
+        if refiner:
+            session.set_refiner(refiner)
+        for _ in session.propagate(frame, direction="both"):
+            pass
+        session.save()
+        return session.export(out, fmt)
+
+
+def _annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -> None:
+    """Add one object per id found in `ids` and give it its mask on `frame`."""
+    if not 0 <= frame < len(session.video):
+        raise FormatError(path, f"frame {frame} is outside the video (0..{len(session.video) - 1})")
+    width, height = session.video.working_size
+    if ids.shape[::-1] != (width, height):
+        if ids.shape[::-1] != session.video.native_size:
+            raise FormatError(
+                path,
+                f"mask is {ids.shape[1]}x{ids.shape[0]}, the video is {session.video.native_size[0]}x"
+                f"{session.video.native_size[1]} (working size {width}x{height})",
+            )
+        ids = cv2.resize(ids, (width, height), interpolation=cv2.INTER_NEAREST)
+    values = [int(v) for v in np.unique(ids) if v != 0]
+    if not values:
+        raise FormatError(path, "the mask is empty: mark at least one object")
+    for value in values:
+        obj = session.add_object(name=f"object {value}")
+        session.set_object_mask(frame, obj.id, ids == value)
+
+
+def run_demo(out: Path) -> Iterator[str]:
+    """Copy the sample project, propagate its first-frame object, export every format; yields progress lines."""
+    out = Path(out)
+    project_dir = out / "project"
+    open_sample_copy(project_dir)
+    session = Session.open(project_dir)
+    yield f"sample project copied to {project_dir}: {len(session.video)} frames, {len(session.objects)} object(s)"
+    start = time.perf_counter()
+    for _ in session.embed():
+        pass
+    yield f"embeddings computed in {time.perf_counter() - start:.1f} s"
+    start = time.perf_counter()
+    for _ in session.propagate(0, direction="forward"):
+        pass
+    yield f"propagated in {time.perf_counter() - start:.1f} s"
+    session.save()
+    for fmt in EXPORT_FORMATS:
+        yield f"exported {fmt}: {session.export(out / 'export' / fmt, fmt)}"
