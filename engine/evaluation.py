@@ -55,7 +55,12 @@ class DavisSequence:
 
     def object_ids(self) -> list[int]:
         """Objects scored, as the official tool: 1..max id of the first ground-truth frame."""
-        return list(range(1, int(self.ground_truth(0).max()) + 1))
+        return object_ids_of(self.ground_truth(0))
+
+
+def object_ids_of(first_gt: np.ndarray) -> list[int]:
+    """Object ids of a sequence from its first ground-truth frame ((H, W) uint8 ids): 1..max, as official."""
+    return list(range(1, int(first_gt.max()) + 1))
 
 
 def split_file(davis_root: str | Path, split: str) -> Path:
@@ -319,8 +324,10 @@ def score_predictions(
         pred_dir = pred_root / seq.name
         if not pred_dir.is_dir():
             raise FormatError(pred_dir, f"no predictions for sequence {seq.name!r}")
+        if not any((pred_dir / f"{name}.png").is_file() for name in seq.frame_names):
+            raise FormatError(pred_dir, f"no file named as the ground truth frames ({seq.frame_names[0]}.png, ...)")
         gt0 = seq.ground_truth(0)
-        object_ids = list(range(1, int(gt0.max()) + 1))
+        object_ids = object_ids_of(gt0)
 
         def pred_fn(t, seq=seq, pred_dir=pred_dir, shape=gt0.shape):
             return read_prediction(pred_dir / f"{seq.frame_names[t]}.png", shape, seq.binary)
@@ -365,7 +372,7 @@ def run_semi_supervised(
     totals = {"frames": 0, "embed_seconds": 0.0, "propagate_seconds": 0.0}
     for seq in seqs:
         gt0 = seq.ground_truth(0)
-        object_ids = list(range(1, int(gt0.max()) + 1))
+        object_ids = object_ids_of(gt0)
         with tempfile.TemporaryDirectory(prefix=f"vos-eval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
             try:
@@ -427,7 +434,7 @@ def run_interactive(
     embed_seconds = 0.0
     for si, seq in enumerate(seqs):
         gts = [seq.ground_truth(t) for t in range(len(seq))]
-        object_ids = list(range(1, int(gts[0].max()) + 1))
+        object_ids = object_ids_of(gts[0])
         per_seq[seq.name] = []
         with tempfile.TemporaryDirectory(prefix=f"vos-ieval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)

@@ -64,15 +64,21 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
 def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> float:
     """Boundary F-measure (official f_measure): 1 when both boundaries are empty, 0 when exactly one is."""
     pred, gt = _as_bool_pair(pred, gt)
-    fg_boundary = boundary_map(pred)
-    gt_boundary = boundary_map(gt)
+    radius = boundary_tolerance(pred.shape, bound_th)
+    # Work inside the union's bounding box grown by one pixel (clipped to the image): outside it both boundary
+    # maps are empty, and inside it they equal the whole-image ones, so every count below is unchanged.
+    x, y, w, h = cv2.boundingRect((pred | gt).view(np.uint8))
+    y0, x0 = max(y - 1, 0), max(x - 1, 0)
+    y1, x1 = min(y + h + 1, pred.shape[0]), min(x + w + 1, pred.shape[1])
+    fg_boundary = boundary_map(pred[y0:y1, x0:x1])
+    gt_boundary = boundary_map(gt[y0:y1, x0:x1])
     n_fg = int(np.count_nonzero(fg_boundary))
     n_gt = int(np.count_nonzero(gt_boundary))
     if n_fg == 0 and n_gt == 0:
         return 1.0
     if n_fg == 0 or n_gt == 0:
         return 0.0  # precision or recall is 0 and the other 1 -> F = 0
-    kernel = disk_kernel(boundary_tolerance(pred.shape, bound_th))
+    kernel = disk_kernel(radius)
     fg_dil = cv2.dilate(fg_boundary.view(np.uint8), kernel).view(bool)
     gt_dil = cv2.dilate(gt_boundary.view(np.uint8), kernel).view(bool)
     precision = np.count_nonzero(fg_boundary & gt_dil) / float(n_fg)

@@ -222,3 +222,15 @@ def test_odd_sizes_match_official(shape):
         assert jaccard(a, b) == pytest.approx(float(ref.db_eval_iou(b, a)), abs=1e-9)
         assert boundary_f(a, b) == pytest.approx(ref.f_measure(a, b), abs=1e-9)
         assert boundary_f(b, a) == pytest.approx(ref.f_measure(b, a), abs=1e-9)
+
+
+@pytest.mark.parametrize("corner", ["top-left", "bottom-right", "bottom-left", "top-right"])
+def test_masks_touching_the_image_border_match_official(corner):
+    h, w = 90, 130
+    ys = slice(0, 40) if "top" in corner else slice(h - 40, h)
+    xs = slice(0, 50) if "left" in corner else slice(w - 50, w)
+    g = np.zeros((h, w), bool)
+    g[ys, xs] = True
+    for p in (np.roll(g, 3, axis=0), np.roll(g, -4, axis=1), g & (np.arange(w) % 7 > 0), ~g):
+        assert boundary_f(p, g) == pytest.approx(ref.f_measure(p, g), abs=1e-12), corner
+        assert boundary_f(g, p) == pytest.approx(ref.f_measure(g, p), abs=1e-12), corner
