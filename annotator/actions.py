@@ -73,6 +73,9 @@ ACTIONS: list[ActionSpec] = [
                ("forward",), icon="SP_MediaSeekForward", toolbar=True, editing=True),
     ActionSpec("propagate_backward", "Propagate Back&ward", "Ctrl+Shift+Left", "propagate", "Propagate",
                ("backward",), icon="SP_MediaSeekBackward", toolbar=True, editing=True),
+    ActionSpec("propagate_selected", "Propagate &Selected Object Only", "Ctrl+Shift+Return", "propagate",
+               "Propagate", ("both", True), editing=True,
+               tip="Propagate only the selected object, both ways from the current frame"),
     ActionSpec("cancel_job", "&Cancel Running Job", "Esc", "cancel_job", "Propagate", icon="SP_BrowserStop"),
     ActionSpec("play", "&Play / Pause", "Space", "toggle_play", "Navigate", icon="SP_MediaPlay"),
     ActionSpec("prev_frame", "Previous Frame", "Left", "step_frame", "Navigate", (-1,)),
@@ -141,9 +144,15 @@ class HelpDialog(QDialog):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
-        rows = [(s.menu, s.text.replace("&", "").rstrip("…"),
-                 ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in shortcuts_of(s)))
-                for s in ACTIONS if s.shortcut]
+        rows = []
+        for s in ACTIONS:
+            if not s.shortcut or (s.handler == "select_object_number" and s.args != (1,)):
+                continue
+            keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in shortcuts_of(s))
+            text = s.text.replace("&", "").rstrip("…")
+            if s.handler == "select_object_number":   # one row for 1..9
+                text, keys = "Select Object 1 … 9 (in list order)", "1 … 9"
+            rows.append((s.menu, text, keys))
         rows += [("Mouse", what, gesture) for gesture, what in MOUSE_HELP]
         table = QTableWidget(len(rows), 3)
         table.setHorizontalHeaderLabels(["Menu", "Action", "Shortcut"])

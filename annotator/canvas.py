@@ -6,7 +6,7 @@ the main window turns them into engine edits.
 """
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsPixmapItem,
                                QGraphicsScene, QGraphicsView)
 
@@ -48,6 +48,10 @@ class Canvas(QGraphicsView):
         self._cursor.setVisible(False)
         for item in (self._frame, self._overlay, self._preview, self._cursor):
             self.scene().addItem(item)
+        self._hint = self.scene().addSimpleText(
+            "Open a project (Ctrl+O), or start one from a video or a folder of frames (Ctrl+N).\n"
+            "You can also drop a video or a project folder here.")
+        self._hint.setBrush(QColor(150, 154, 160))
         self.tool = "click+"
         self.brush_radius = 8
         self.color = QColor(255, 80, 80)
@@ -63,6 +67,7 @@ class Canvas(QGraphicsView):
     # -- content -------------------------------------------------------------------------------
     def set_frame(self, image: QImage) -> None:
         first = self._frame.pixmap().isNull() or self._frame.pixmap().size() != image.size()
+        self._hint.setVisible(False)
         self._frame.setPixmap(QPixmap.fromImage(image))
         self.scene().setSceneRect(QRectF(0, 0, image.width(), image.height()))
         if first:
@@ -294,12 +299,7 @@ class Canvas(QGraphicsView):
         self._cursor.setVisible(show)
 
     def _apply_cursor(self) -> None:
-        if not self.editable:
-            shape = Qt.CursorShape.ForbiddenCursor
-        elif self.tool in ("brush", "eraser"):
-            shape = Qt.CursorShape.BlankCursor if self._cursor.isVisible() else Qt.CursorShape.CrossCursor
-        else:
-            shape = Qt.CursorShape.CrossCursor
+        shape = Qt.CursorShape.CrossCursor if self.editable else Qt.CursorShape.ForbiddenCursor
         self.viewport().setCursor(QCursor(shape))
 
 

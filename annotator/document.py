@@ -18,6 +18,10 @@ from PySide6.QtGui import QUndoStack
 from annotator.undo import SnapshotCommand
 
 
+ASYNC_RESTORE_FRAMES = 16   # edits and undo/redo touching more frames than this run off the GUI thread
+UNDO_LIMIT = 200            # steps kept; snapshots hold compressed masks (a long propagation: tens of MB)
+
+
 class Document(QObject):
     frameChanged = Signal(int)
     masksChanged = Signal(list)          # frame indices whose masks changed
@@ -25,17 +29,21 @@ class Document(QObject):
     selectionChanged = Signal(object)    # object id or None
     statsChanged = Signal()
     timingReported = Signal(str)
+    runner = None   # set by the window: runner(fn, done) runs fn() on a worker, then done() here
 
-    def __init__(self, session, parent=None):
+    def __init__(self, session, parent=None, touched=()):
         super().__init__(parent)
         self.session = session
+        self.touched: set[int] = set(touched)   # frames changed since the last save (for autosave)
         self.lock = threading.RLock()
         self.undo_stack = QUndoStack(self)
+        self.undo_stack.setUndoLimit(UNDO_LIMIT)
         self.n = len(session.video)
         self.frame = 0
         self.selected: int | None = next(iter(self.objects()), None)
         self.presence = np.zeros((self.n, 256), bool)      # presence[t, id]: object id has pixels in frame t
         self.confidence = np.full(self.n, np.nan, np.float32)
+        self.embedded = np.zeros(self.n, bool)     # filled by the window from the embedding job
         self._pending: list[int] = list(range(self.n))
         self._scan = QTimer(self, interval=0)
         self._scan.timeout.connect(self._scan_some)
@@ -86,64 +94,123 @@ class Document(QObject):
             self.selectionChanged.emit(oid)
 
     # -- edits -----------------------------------------------------------------------------------
-    def apply(self, label: str, frames, fn, select_after=None):
+    def apply(self, label: str, frames, fn):
         """Run `fn()` on the session under the lock as one undoable edit touching `frames`."""
-        frames = sorted(set(frames))
-        select_before = self.selected
+        return self.record(label, self.run_edit(sorted(set(frames)), fn))
+
+    def run_edit(self, frames, fn) -> dict:
+        """Snapshot, run, snapshot (under the lock; callable from a worker thread)."""
+        timing = getattr(self.session, "last_timing", {})
         with self.lock:
             before = self.session.snapshot(frames)
+            seen = dict(timing)
             start = time.perf_counter()
             result = fn()
             ms = 1000 * (time.perf_counter() - start)
             after = self.session.snapshot(frames)
-        self.undo_stack.push(SnapshotCommand(self, label, before, after, frames,
-                                             select_after if select_after is not None else select_before,
-                                             select_before))
-        self.timingReported.emit(f"{label}: {ms:.0f} ms")
-        self._changed(frames, objects=True)
-        return result
+            stats = self.compute_stats(frames)
+        engine_ms = [(k[:-3], v) for k, v in timing.items() if k.endswith("_ms") and seen.get(k) != v]
+        return dict(frames=frames, before=before, after=after, result=result, ms=ms, engine_ms=engine_ms,
+                    stats=stats)
 
-    def push_done(self, label: str, before, frames) -> None:
-        """Record an edit a worker already made (a propagation): `before` was taken before it ran."""
+    def record(self, label: str, edit: dict):
+        """Push the undo command for an edit made by `run_edit` and tell the views."""
+        select_before = self.selected
+        new_id = getattr(edit["result"], "id", None)   # add_object returns the new ObjectInfo
+        select_after = new_id if new_id in self.session.objects else select_before
+        self.undo_stack.push(SnapshotCommand(self, label, edit["before"], edit["after"], edit["frames"],
+                                             select_after, select_before))
+        if edit["engine_ms"]:
+            self.timingReported.emit(", ".join(f"{k} {v:.0f} ms" for k, v in edit["engine_ms"]))
+        else:
+            self.timingReported.emit(f"{label.lower()} {edit['ms']:.0f} ms")
+        self._changed(edit["frames"], objects=True, stats=edit["stats"])
+        return edit["result"]
+
+    def push_done(self, label: str, before, after, frames) -> None:
+        """Record an edit a worker already made (a propagation), with its before/after snapshots."""
         frames = sorted(set(frames))
-        with self.lock:
-            after = self.session.snapshot(frames)
         self.undo_stack.push(SnapshotCommand(self, label, before, after, frames, self.selected, self.selected))
-        self._changed(frames, objects=False)
+        self._changed(frames, objects=False, stats=False)   # the stream already updated them
 
     def restore(self, snapshot, frames, select=None) -> None:
-        with self.lock:
-            self.session.restore(snapshot)
+        """Put a snapshot back (undo/redo); big ones (a long propagation) go to the window's worker."""
+        out = {}
+
+        def work():   # on a worker for big snapshots: restoring and re-counting take a while
+            with self.lock:
+                self.session.restore(snapshot)
+                out["stats"] = self.compute_stats(frames)
+
+        if self.runner is not None and len(snapshot.masks) > ASYNC_RESTORE_FRAMES:
+            self.runner(work, lambda: self._restored(frames, select, out.get("stats")))
+        else:
+            work()
+            self._restored(frames, select, out["stats"])
+
+    def _restored(self, frames, select, stats) -> None:
         if select is not None and select in self.session.objects:
             self.selected = select
         elif self.selected not in self.session.objects:
             self.selected = next(iter(self.session.objects), None)
-        self._changed(frames, objects=True)
+        self._changed(frames, objects=True, stats=stats)
         self.selectionChanged.emit(self.selected)
 
-    def _changed(self, frames, objects: bool) -> None:
-        self.update_stats(frames)
+    def mark_saved(self) -> None:
+        self.undo_stack.setClean()
+        self.touched.clear()
+
+    def close(self) -> None:
+        self._scan.stop()
+        self.session.close()
+
+    def _changed(self, frames, objects: bool, stats=None) -> None:
+        """Tell the views; `stats` precomputed by compute_stats, None = compute here, False = skip."""
+        self.touched.update(frames)
+        if stats is None:
+            self.update_stats(frames)
+        elif stats is not False:
+            self.apply_stats(stats)
         if objects:
             self.objectsChanged.emit()
         self.masksChanged.emit(list(frames))
 
     # -- timeline statistics ---------------------------------------------------------------------
-    def update_stats(self, frames, emit: bool = True) -> None:
+    def update_stats(self, frames, emit: bool = True, ids_of=None) -> None:
+        """Refresh presence/confidence of `frames`; `ids_of` {t: ids} spares decoding known masks."""
+        self.apply_stats(self.compute_stats(frames, ids_of), emit)
+
+    def compute_stats(self, frames, ids_of=None) -> tuple:
+        """(frames, (k, 256) bool presence, (k,) float32 confidence); read-only, any thread."""
+        frames = list(frames)
         masks = self.session.project.masks
-        for t in frames:
-            if masks.has(t):
+        presence = np.zeros((len(frames), 256), bool)
+        conf = np.full(len(frames), np.nan, np.float32)
+        for i, t in enumerate(frames):
+            ids = ids_of.get(t) if ids_of else None
+            if ids is None and masks.has(t):
                 ids = self.session.mask(t)
-                self.presence[t] = np.bincount(ids.ravel(), minlength=256)[:256] > 0
-            else:
-                self.presence[t] = False
+            if ids is not None:
+                presence[i] = np.bincount(ids.ravel(), minlength=256)[:256] > 0
             try:
-                conf = self.session.confidence(t)
+                values = [v for k, v in self.session.confidence(t).items()
+                          if k in self.session.objects and v is not None]
             except Exception:
-                conf = {}
-            values = [v for k, v in conf.items() if k in self.session.objects and v is not None]
-            self.confidence[t] = min(values) if values else np.nan
+                values = []
+            if values:
+                conf[i] = min(values)
+        return frames, presence, conf
+
+    def apply_stats(self, stats, emit: bool = True) -> None:
+        frames, presence, conf = stats
+        if frames:
+            self.presence[frames] = presence
+            self.confidence[frames] = conf
         if emit:
             self.statsChanged.emit()
+
+    def stats_ready(self) -> bool:
+        return not self._pending
 
     def _scan_some(self) -> None:
         batch, self._pending = self._pending[:16], self._pending[16:]

@@ -32,6 +32,10 @@ class ObjectsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
+        self.table.setStyleSheet(  # check boxes that read on the dark theme, selected or not
+            "QTableWidget::indicator { width: 13px; height: 13px; border: 1px solid #9aa0a8;"
+            " border-radius: 3px; background: #26282c; }"
+            "QTableWidget::indicator:checked { background: #e9eef6; border-color: #ffffff; }")
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                    | QAbstractItemView.EditTrigger.EditKeyPressed)
         header = self.table.horizontalHeader()
@@ -41,7 +45,6 @@ class ObjectsPanel(QWidget):
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.table.itemChanged.connect(self._on_item_changed)
         self.table.cellDoubleClicked.connect(self._on_double_click)
-        style = self.style()
         self.add_button = self._button("Add object (N)", QStyle.StandardPixmap.SP_FileDialogNewFolder,
                                        self.addRequested.emit, "Add")
         self.remove_button = self._button("Remove the selected object (Del)",
@@ -57,7 +60,6 @@ class ObjectsPanel(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.table)
         self._ids: list[int] = []
-        _ = style
 
     def _button(self, tip, icon, slot, text) -> QToolButton:
         b = QToolButton(text=text, toolTip=tip)

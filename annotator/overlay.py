@@ -39,19 +39,20 @@ def render(ids: np.ndarray, colors: dict[int, tuple[int, int, int]], hidden: set
     if mode == "off" or ids is None:
         return None
     lut = colour_lut(colors, hidden)
-    visible_ids = np.where(lut[ids, 3] > 0, ids, 0).astype(np.uint8)
-    rgba = np.zeros(ids.shape + (4,), np.uint8)
-    rgba[..., :3] = lut[visible_ids, :3]
-    on = visible_ids > 0
+    visible = lut[:, 3] > 0
     if mode == "mask":
-        rgba[..., 3] = 255
+        lut[:, 3] = 255
     else:
-        edge = boundary(visible_ids) & on
-        if mode == "filled":
-            rgba[..., 3] = np.where(on, int(round(255 * max(0.0, min(1.0, opacity)))), 0)
+        lut[:, 3] = np.where(visible, int(round(255 * max(0.0, min(1.0, opacity)))) if mode == "filled" else 0, 0)
+    if not visible.all():
+        ids = np.where(visible[ids], ids, 0).astype(np.uint8)   # hidden objects read as background
+    rgba = lut[ids]                                              # (H, W, 4) in one gather
+    if mode != "mask":
+        edge = boundary(ids)
+        edge &= ids > 0
         rgba[edge, 3] = 255
         if selected is not None and selected in colors:
-            sel_edge = edge & (visible_ids == selected)
+            sel_edge = edge & (ids == selected)
             rgba[sel_edge, :3] = 255 - (255 - rgba[sel_edge, :3]) // 3  # lighter rim marks selection
     h, w = ids.shape
     img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)

@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QSpinBox, QStyle, QToolButton,
                                QVBoxLayout, QWidget)
 
-CONF_H, LANE_H, GAP, MAX_LANES = 9, 8, 2, 12
+RULER_H, CONF_H, LANE_H, GAP, MAX_LANES, GUTTER = 14, 9, 9, 3, 12, 96
 
 
 class TimelineStrip(QWidget):
@@ -26,6 +26,7 @@ class TimelineStrip(QWidget):
         self.names: dict[int, str] = {}
         self.confidence = np.full(1, np.nan, np.float32)
         self.selected: int | None = None
+        self.embedded: np.ndarray | None = None   # (N,) bool while the first embedding pass runs
         self.setMouseTracking(True)
         self._relayout()
 
@@ -40,23 +41,41 @@ class TimelineStrip(QWidget):
         self.current = t
         self.update()
 
+    def set_embedded(self, embedded: np.ndarray | None) -> None:
+        """Frames whose embeddings are ready (clicks there are instant); None hides the line."""
+        self.embedded = embedded
+        self.update()
+
     def _relayout(self) -> None:
         lanes = max(1, min(MAX_LANES, len(self.colors)))
-        self.setFixedHeight(CONF_H + 6 + lanes * (LANE_H + GAP) + 4)
+        self.setFixedHeight(RULER_H + CONF_H + 6 + lanes * (LANE_H + GAP) + 4)
 
     def sizeHint(self) -> QSize:
         return QSize(400, self.height())
 
     def _x(self, t: float) -> float:
-        return 6 + (self.width() - 12) * t / self.n
+        return GUTTER + (self.width() - GUTTER - 6) * t / self.n
 
     def _frame_at(self, x: float) -> int:
-        return int(min(self.n - 1, max(0, (x - 6) * self.n / max(1, self.width() - 12))))
+        return int(min(self.n - 1, max(0, (x - GUTTER) * self.n / max(1, self.width() - GUTTER - 6))))
 
     def paintEvent(self, _event):
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(38, 40, 44))
-        fw = max(1.0, (self.width() - 12) / self.n)
+        fw = max(1.0, (self.width() - GUTTER - 6) / self.n)
+        font = p.font()
+        font.setPointSizeF(7.5)
+        p.setFont(font)
+        self._ruler(p)
+        if self.embedded is not None:
+            p.fillRect(QRectF(GUTTER, RULER_H - 2, self.width() - GUTTER - 6, 2), QColor(70, 74, 80))
+            for start, stop in _runs(self.embedded):
+                p.fillRect(QRectF(self._x(start), RULER_H - 2, self._x(stop) - self._x(start), 2),
+                           QColor(80, 150, 240))
+        p.translate(0, RULER_H)
+        p.setPen(QColor(170, 174, 180))
+        p.drawText(QRectF(4, 0, GUTTER - 8, CONF_H + 4), Qt.AlignmentFlag.AlignVCenter, "confidence")
+        p.fillRect(QRectF(GUTTER, 2, self.width() - GUTTER - 6, CONF_H), QColor(55, 58, 64))
         # confidence strip: red (unsure) -> green (sure), grey where unknown
         conf = self.confidence
         for t in range(min(self.n, len(conf))):
@@ -68,7 +87,11 @@ class TimelineStrip(QWidget):
         y = CONF_H + 6
         for oid in list(self.colors)[:MAX_LANES]:
             r, g, b = self.colors[oid]
-            p.fillRect(QRectF(6, y, self.width() - 12, LANE_H), QColor(55, 58, 64))
+            p.setPen(QColor(255, 255, 255) if oid == self.selected else QColor(170, 174, 180))
+            name = p.fontMetrics().elidedText(self.names.get(oid, str(oid)), Qt.TextElideMode.ElideRight,
+                                              GUTTER - 10)
+            p.drawText(QRectF(4, y - 3, GUTTER - 8, LANE_H + 6), Qt.AlignmentFlag.AlignVCenter, name)
+            p.fillRect(QRectF(GUTTER, y, self.width() - GUTTER - 6, LANE_H), QColor(55, 58, 64))
             cov = self.coverage.get(oid)
             if cov is not None:
                 col = QColor(r, g, b, 255 if oid == self.selected else 170)
@@ -81,10 +104,26 @@ class TimelineStrip(QWidget):
                 p.drawPolygon(QPolygonF([QPointF(cx, cy - 4), QPointF(cx + 3, cy),
                                          QPointF(cx, cy + 4), QPointF(cx - 3, cy)]))
             y += LANE_H + GAP
+        p.translate(0, -RULER_H)
         x = self._x(self.current + 0.5)
         p.setPen(QPen(QColor(255, 214, 10), 2))
-        p.drawLine(QPointF(x, 0), QPointF(x, self.height()))
+        p.drawLine(QPointF(x, 4), QPointF(x, self.height()))
+        p.setBrush(QColor(255, 214, 10))
+        p.setPen(Qt.PenStyle.NoPen)
+        p.drawPolygon(QPolygonF([QPointF(x - 5, 0), QPointF(x + 5, 0), QPointF(x, 6)]))
         p.end()
+
+    def _ruler(self, p: QPainter) -> None:
+        """Frame numbers every `step` frames, step picked so labels stay >= 48 px apart."""
+        px = (self.width() - GUTTER - 6) / self.n
+        step = next((s for m in (1, 10, 100, 1000, 10000) for s in (m, 2 * m, 5 * m) if s * px >= 48), self.n)
+        p.setPen(QColor(120, 124, 130))
+        right = self.width() - 4
+        for t in range(0, self.n, step):
+            x = self._x(t + 0.5)
+            p.drawLine(QPointF(x, RULER_H - 4), QPointF(x, RULER_H - 1))
+            if x + 2 + p.fontMetrics().horizontalAdvance(str(t)) <= right:
+                p.drawText(QRectF(x + 2, 0, 60, RULER_H - 2), Qt.AlignmentFlag.AlignVCenter, str(t))
 
     def mousePressEvent(self, event):
         self.seek.emit(self._frame_at(event.position().x()))

@@ -5,6 +5,7 @@ while a worker is inside it. Cancel sets a flag checked between steps; the gener
 closed (under the lock) so the engine can leave its state consistent.
 """
 
+import contextlib
 import threading
 import time
 import traceback
@@ -30,10 +31,10 @@ class Job(QThread):
     progress = Signal(int, int, object)   # done, total, item (frame index, (t, ids), ...)
     ended = Signal(str, str)              # status "finished" | "cancelled" | "failed", error message
 
-    def __init__(self, name: str, lock: threading.RLock, total: int = 0, parent=None):
+    def __init__(self, name: str, lock: "threading.RLock | None", total: int = 0, parent=None):
         super().__init__(parent)
         self.name = name
-        self.lock = lock
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.total = total
         self.done = 0
         self.started_at = time.monotonic()
@@ -59,11 +60,16 @@ class Job(QThread):
 
 
 class GeneratorJob(Job):
-    """Iterates `make_gen()` (an engine generator) and emits one progress signal per item."""
+    """Iterates `make_gen(job)` (an engine generator) and emits one progress signal per item.
 
-    def __init__(self, name, lock, make_gen, total, parent=None):
+    `make_gen` runs on the worker thread (it may load models or count work and set job.total).
+    """
+
+    def __init__(self, name, lock, make_gen, total, parent=None, finish=None):
         super().__init__(name, lock, total, parent)
         self.make_gen = make_gen
+        self.finish = finish          # finish(job): runs on the worker, under the lock, after the last step
+        self.seen: list[int] = []     # frame index of every item, recorded on the worker
 
     def run(self) -> None:
         self.started_at = time.monotonic()
@@ -71,7 +77,7 @@ class GeneratorJob(Job):
         status, error = "finished", ""
         try:
             with self.lock:
-                gen = self.make_gen()
+                gen = self.make_gen(self)
             while not self._cancel:
                 with self.lock:
                     try:
@@ -79,6 +85,7 @@ class GeneratorJob(Job):
                     except StopIteration:
                         break
                 self.done += 1
+                self.seen.append(int(item[0] if isinstance(item, tuple) else item))
                 self.progress.emit(self.done, self.total, item)
             if self._cancel:
                 status = "cancelled"
@@ -90,7 +97,10 @@ class GeneratorJob(Job):
                 with self.lock:
                     try:
                         gen.close()
+                        if self.finish is not None:
+                            self.finish(self)
                     except Exception as exc:
+                        traceback.print_exc()
                         status, error = "failed", describe(exc)
         self._finish(status, error)
 
