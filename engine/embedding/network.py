@@ -31,17 +31,23 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+# OpenMP threads that spin-wait are catastrophic when the 2 cores are shared (GUI thread, faiss, other
+# processes): measured 2.8 s/frame spinning vs 0.11 s/frame passive with ~6 other busy processes.
+# libgomp reads this when first loaded (by torch or faiss), so engine/__init__ should set it too.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F
 from torch import nn
 
 STRIDE = 8
 PAD_MULTIPLE = 32  # the deepest stage used is stride 32; padding keeps every stage size even (TF SAME)
-# EfficientNet-Lite (TF reference) was trained on (x - 127) / 128 inputs, not ImageNet mean/std;
-# measured here: kNN J with frozen features is higher with it (see resources/embedding/README.md).
-INPUT_MEAN = 127.0
-INPUT_STD = 128.0
+# Input normalisation. The TF reference trained EfficientNet-Lite on (x - 127) / 128, but with these
+# converted weights, frozen-feature first-frame kNN on the 6 hold-out DAVIS sequences measured
+# J 0.754 with ImageNet mean/std vs 0.741 with (x - 127) / 128 (5 of 6 sequences better), so ImageNet.
+INPUT_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+INPUT_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 FEATURE_BLOCKS = (4, 10, 15)  # Lite0 block outputs: stride 8 (40 ch), stride 16 (112 ch), stride 32 (320 ch)
 FEATURE_CHANNELS = (40, 112, 320)
 
@@ -119,34 +125,56 @@ class Backbone(nn.Module):
 class EmbeddingHead(nn.Module):
     """Multi-scale fusion + 1x1 conv embedding head (the trained part, a few hundred KB).
 
-    Each scale is projected to `hidden` channels by a 1x1 conv, coarser scales are bilinearly
-    upsampled to stride 8 and summed, then ReLU -> 1x1 conv -> ReLU -> 1x1 conv to `dim`, and the
-    result is L2-normalised over channels. Input: the Backbone's tuple; output (N, dim, H/8, W/8).
+    Input: the Backbone's tuple (stride 8, 16, 32 maps); output (N, dim, H/8, W/8), unit L2 norm.
+
+    arch "residual" (shipped): each scale is L2-normalised over channels (so no scale dominates), then
+    one 1x1 conv per scale gives dim + hidden channels; coarse scales are bilinearly upsampled to
+    stride 8 and summed (1x1 convs commute with upsampling, so this is a linear map of the
+    concatenated multi-scale features). The first `dim` channels are a linear projection (initialised
+    by PCA of the frozen features, see train.py); the other `hidden` go through ReLU -> 1x1 -> ReLU ->
+    1x1 (zero-initialised last layer) and are added as a learned correction; then L2-normalised.
+    arch "mlp" (early v0 weights): raw maps -> lateral 1x1 to hidden, summed, ReLU-1x1-ReLU-1x1.
     """
 
-    def __init__(self, dim: int = 32, hidden: int = 128, in_channels: tuple[int, ...] = FEATURE_CHANNELS):
+    def __init__(self, dim: int = 32, hidden: int = 128, in_channels: tuple[int, ...] = FEATURE_CHANNELS,
+                 arch: str = "residual"):
         super().__init__()
-        self.config = {"dim": int(dim), "hidden": int(hidden), "in_channels": [int(c) for c in in_channels]}
-        self.lateral = nn.ModuleList(nn.Conv2d(c, hidden, 1) for c in in_channels)
+        if arch not in ("residual", "mlp"):
+            raise ValueError(f"unknown head arch {arch!r}")
+        self.config = {"dim": int(dim), "hidden": int(hidden), "in_channels": [int(c) for c in in_channels],
+                       "arch": arch}
+        width = dim + hidden if arch == "residual" else hidden
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
         self.mix = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, dim, 1))
+        if arch == "residual":
+            nn.init.zeros_(self.mix[-1].weight)
+            nn.init.zeros_(self.mix[-1].bias)
 
     @property
     def dim(self) -> int:
         return self.config["dim"]
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        residual = self.config["arch"] == "residual"
+        if residual:
+            feats = tuple(F.normalize(f, dim=1) for f in feats)
         y = self.lateral[0](feats[0])
         size = y.shape[-2:]
         for conv, f in zip(self.lateral[1:], feats[1:]):
             y = y + F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+        if residual:
+            d = self.config["dim"]
+            return F.normalize(y[:, :d] + self.mix(y[:, d:]), dim=1)
         return F.normalize(self.mix(y), dim=1)
 
 
 def normalise_input(frames: torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 3) uint8 RGB -> (N, 3, Hp, Wp) float32, (x - 127) / 128, zero-padded bottom/right
-    to multiples of 32 (zero = mid grey after normalisation)."""
-    x = frames.permute(0, 3, 1, 2).float().sub_(INPUT_MEAN).div_(INPUT_STD)
+    """(N, H, W, 3) uint8 RGB -> (N, 3, Hp, Wp) float32, ImageNet mean/std normalised, zero-padded
+    bottom/right to multiples of 32 (zero = the mean colour after normalisation)."""
+    mean = torch.tensor(INPUT_MEAN, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(INPUT_STD, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1)
+    x = frames.permute(0, 3, 1, 2).float().sub_(mean).div_(std)
     h, w = x.shape[-2:]
     ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
     if ph or pw:
@@ -194,7 +222,8 @@ def load_head(path: str | Path) -> tuple[EmbeddingHead, dict]:
     if not isinstance(payload, dict) or payload.get("format") != "vos-pml-head/1":
         raise FormatError(path, "not a vos-pml-head/1 weights file")
     cfg = payload["config"]
-    head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], in_channels=tuple(cfg["in_channels"]))
+    head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], in_channels=tuple(cfg["in_channels"]),
+                         arch=cfg.get("arch", "mlp"))
     head.load_state_dict(payload["state_dict"])
     return head.eval(), json.loads(payload.get("meta_json", "{}"))
 
@@ -237,13 +266,20 @@ class Embedder:
     def embed_batch(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB (same size) -> (N, ceil(H/8), ceil(W/8), D) float32, L2-normalised."""
         arr = np.ascontiguousarray(np.stack(frames) if isinstance(frames, (list, tuple)) else frames)
+        if not arr.flags.writeable:  # VideoSource frames are read-only; torch.from_numpy wants writable
+            arr = arr.copy()
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {arr.shape} {arr.dtype}")
         h, w = out_size(arr.shape[1], arr.shape[2])
+        # On CPU batching is slower (measured 5.2 vs 9.4 frames/s at batch 4 vs 1: activations fall out of
+        # cache), so frames go one at a time there; on CUDA the whole batch goes at once.
+        step = len(arr) if self.device.type == "cuda" else 1
+        out = np.empty((len(arr), h, w, self.dim), np.float32)
         with torch.inference_mode():
-            emb = self.head(self.features(torch.from_numpy(arr)))[:, :, :h, :w]
-            out = emb.permute(0, 2, 3, 1).float().cpu().numpy()
-        return np.ascontiguousarray(out)
+            for i in range(0, len(arr), step):
+                emb = self.head(self.features(torch.from_numpy(arr[i:i + step])))[:, :, :h, :w]
+                out[i:i + step] = emb.permute(0, 2, 3, 1).float().cpu().numpy()
+        return out
 
     def embed(self, frame_rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (ceil(H/8), ceil(W/8), D) float32, each vector of unit L2 norm."""
@@ -271,7 +307,6 @@ def append_coords(emb: np.ndarray, weight: float, t: float | None = None, t_weig
     h, w, _ = emb.shape
     x, y = coord_grid(h, w)
     parts = [emb.astype(np.float32, copy=False)]
-    n = 2
     for u in (x, y):
         parts += [(weight * np.cos(np.pi * u))[..., None], (weight * np.sin(np.pi * u))[..., None]]
     total = 1.0 + 2 * weight * weight
@@ -279,7 +314,44 @@ def append_coords(emb: np.ndarray, weight: float, t: float | None = None, t_weig
         ct, st = t_weight * math.cos(math.pi * t), t_weight * math.sin(math.pi * t)
         parts += [np.full((h, w, 1), ct, np.float32), np.full((h, w, 1), st, np.float32)]
         total += t_weight * t_weight
-        n += 1
     out = np.concatenate(parts, axis=-1)
     out /= np.float32(math.sqrt(total))
     return out
+
+
+def bench_embed(frames: list[np.ndarray] | None = None, n: int = 30, batch: int = 1, device: str = "cpu",
+                threads: int | None = 2) -> dict:
+    """Time the embedding pass (frame in RAM -> (h, w, D) float32 out) at 854x480; returns fps figures.
+
+    frames: RGB uint8 frames (default: a synthetic 854x480 frame, content does not change the cost)."""
+    import time
+
+    if threads:
+        torch.set_num_threads(threads)
+    emb = Embedder.load(device)
+    if not frames:
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (480, 854, 3), dtype=np.uint8)]
+    for i in range(3):  # warm-up (allocator, oneDNN primitive caches)
+        emb.embed_batch(np.stack([frames[i % len(frames)]] * batch))
+    times = []
+    for i in range(0, n, batch):
+        chunk = np.stack([frames[(i + j) % len(frames)] for j in range(batch)])
+        t0 = time.perf_counter()
+        emb.embed_batch(chunk)
+        times.append((time.perf_counter() - t0) / batch)
+    med = float(np.median(times))
+    return {"frame_size": [int(frames[0].shape[1]), int(frames[0].shape[0])], "dim": emb.dim, "batch": batch,
+            "threads": torch.get_num_threads(), "frames": n, "ms_per_frame_median": round(1000 * med, 1),
+            "ms_per_frame_min": round(1000 * min(times), 1), "embed_fps": round(1.0 / med, 2)}
+
+
+if __name__ == "__main__":  # python -m engine.embedding.network [FRAME_FOLDER] : embedding speed benchmark
+    import glob
+
+    import cv2
+
+    paths = sorted(glob.glob(os.path.join(sys.argv[1], "*.jpg")))[:30] if len(sys.argv) > 1 else []
+    imgs = [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths]
+    for b in (1, 4):
+        print(json.dumps(bench_embed(imgs or None, batch=b)))

