@@ -9,8 +9,6 @@ Every module in this package (other than base, helpers starting with "_" and "tr
 first use; a module registers its refiner class with `@register`. Adding a refiner = adding one module.
 """
 
-from __future__ import annotations
-
 import importlib
 import pkgutil
 import time
