@@ -1,0 +1,31 @@
+"""Headless video-object annotation engine (pixel-wise metric learning + faiss retrieval).
+
+Public API (imported lazily, so `import engine.palette` stays light):
+
+    from engine import Session, Snapshot, PropagationConfig
+    from engine import VideoError, ProjectError, FormatError, NotReadyError
+
+See engine/session.py for the Session methods.
+"""
+
+_EXPORTS = {
+    "Session": "engine.session",
+    "Snapshot": "engine.session",
+    "propagate_file": "engine.pipeline",
+    "PropagationConfig": "engine.propagation",
+    "run_bench": "engine.bench",
+    "EngineError": "engine.errors",
+    "VideoError": "engine.errors",
+    "ProjectError": "engine.errors",
+    "FormatError": "engine.errors",
+    "NotReadyError": "engine.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

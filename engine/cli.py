@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--sequences", help="comma-separated subset of the split")
     e.add_argument("--predictions", type=Path, help="score these predictions (PRED/<seq>/00000.png) instead")
     e.add_argument("--save-predictions", type=Path, help="write the engine's masks as PRED/<seq>/00000.png")
-    e.add_argument("--refiner", default=None, help="refiner to use (see engine.refiners)")
+    e.add_argument("--refiner", default=None, type=_refiner, help="refiner: none, modulation or parts")
     e.add_argument("--json", type=Path, help="write the scores as JSON")
     e.set_defaults(run=_evaluate)
 
@@ -60,13 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
     pr.add_argument("--out", required=True, type=Path)
     pr.add_argument("--format", default="davis", choices=FORMATS)
-    pr.add_argument("--refiner", default=None)
+    pr.add_argument("--refiner", default=None, type=_refiner)
     pr.add_argument("--project", type=Path, help="project folder to keep (default: a temporary one)")
     pr.set_defaults(run=_propagate)
 
     b = sub.add_parser("bench", help="speed and memory figures at 854x480, as JSON")
     b.add_argument("video", nargs="?", type=Path, help="video or frame folder (default: synthetic frames)")
-    b.add_argument("--refiner", default=None)
+    b.add_argument("--refiner", default=None, type=_refiner)
     b.add_argument("--long", action="store_true", help="also measure peak RSS on a 3000-frame video")
     b.add_argument("--json", type=Path)
     b.set_defaults(run=_bench)
@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refiner(name: str) -> str | None:
+    """argparse type: a registered refiner name, or none."""
+    from engine.refiners import available_refiners
+
+    if name.lower() in ("", "none", "off"):
+        return None
+    if name not in available_refiners():
+        raise argparse.ArgumentTypeError(f"unknown refiner {name!r}; choose none, {', '.join(available_refiners())}")
+    return name
+
+
 def _print_json(result: dict, path: Path | None) -> None:
     if path is not None:
         from engine.atomic import atomic_write_json
@@ -99,8 +110,8 @@ def _split_sequences(text: str | None) -> list[str] | None:
 def _convert(args) -> None:
     from engine.formats import convert
 
-    written = convert(args.src, args.dst, to=args.to)
-    print(f"wrote {written}")
+    for path in convert(args.src, args.dst, to=args.to):
+        print(f"wrote {path}")
 
 
 def _evaluate(args) -> None:
@@ -135,7 +146,7 @@ def _propagate(args) -> None:
         args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
         refiner=args.refiner, project_dir=args.project,
     )
-    print(f"wrote {written}")
+    print(f"wrote {len(written)} file(s) to {args.out}")
 
 
 def _bench(args) -> None:

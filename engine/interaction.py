@@ -19,14 +19,25 @@ import numpy as np
 from .retrieval import LabelIndex, softmax_scores
 from .upsample import STRIDE, EdgeAwareUpsampler, label_fractions
 
-_UPSAMPLER = EdgeAwareUpsampler(radius=4, eps=1e-3)
+# Tuned with a simulated user (interior-most point of the largest error) on DAVIS train frames.
+_UPSAMPLER = EdgeAwareUpsampler(radius=8, eps=1e-3)
+GROW_FROM_SEEDS_ONLY = True   # a positive correction grows from the click, not from the whole mask
+TWO_PASS = True               # re-retrieve with the first pass's surroundings as references
+BG_QUANTILE_NEW = 0.3         # first click: background guess = the 30% cells least like the click
+BG_QUANTILE_EXISTING = 0.8    # correction: unlabelled cells unless among the 20% most like the click
+SEED_RADIUS_CELLS = 2         # a click's references: its cell and look-alike cells within 2 cells
+SEED_CLOSENESS = 0.7
+NEG_KEEP_QUANTILE = 0.5       # negative click: the half of the object least like the click stays
+NEG_GROW_CLOSENESS = 0.5      # ... and the connected look-alike region around the click goes
 
 
 def _editable(ids: np.ndarray, locked: set[int], obj: int) -> np.ndarray:
     """(H, W) bool: pixels an edit of ``obj`` may change (not owned by a locked other object)."""
     if not locked:
         return np.ones(ids.shape, bool)
-    return ~np.isin(ids, [o for o in locked if o != obj])
+    lut = np.ones(256, bool)
+    lut[[o for o in locked if o != obj]] = False
+    return lut[ids]
 
 
 def _stroke_mask(shape_hw, points, thickness: int) -> np.ndarray:
@@ -56,33 +67,51 @@ def _seed_cells(points, grid, radius_cells: int = 1) -> np.ndarray:
     return m > 0
 
 
-def _seed_vectors(emb: np.ndarray, points, radius_cells: int = 1, min_sim: float = 0.7) -> np.ndarray:
-    """Embeddings of the clicked cells plus neighbours that look like them ((N, D) float32)."""
+def _seed_vectors(emb: np.ndarray, points, radius_cells: int = 1, closeness: float = 0.5) -> np.ndarray:
+    """Embeddings of the clicked cells plus neighbours that look like them ((N, D) float32).
+
+    A neighbour joins when its similarity to the clicked cells is above ``closeness`` of the way
+    from the frame's median similarity to 1, so the rule adapts to any embedding's scale."""
     h, w, D = emb.shape
     core = _seed_cells(points, (h, w), 0)
     ring = _seed_cells(points, (h, w), radius_cells)
     core_v = emb[core]
     ring_v = emb[ring & ~core]
     if len(ring_v) and len(core_v):
-        keep = (ring_v @ core_v.T).max(axis=1) >= min_sim
+        typical = float(np.median((emb.reshape(-1, D) @ core_v.T).max(axis=1)))
+        keep = (ring_v @ core_v.T).max(axis=1) >= typical + closeness * (1.0 - typical)
         ring_v = ring_v[keep]
     return np.concatenate([core_v, ring_v]).astype(np.float32)
 
 
+def seed_vectors(emb: np.ndarray, points) -> np.ndarray:
+    """The reference embeddings (N, D) a click/scribble through ``points`` (x, y) contributes."""
+    h, w, _ = emb.shape
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    return _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS)
+
+
 def _background_guess(emb: np.ndarray, seeds: np.ndarray, seed_cells: np.ndarray,
-                      n_max: int = 256, rng=None) -> np.ndarray:
-    """When nothing is known about the background: frame-border cells and the half of the cells
-    least similar to the seeds, away from the seed cells ((N, D) float32)."""
+                      allowed: np.ndarray | None = None, n_max: int = 256, rng=None,
+                      quantile: float = 0.5, border: bool = True) -> np.ndarray:
+    """Background references nobody marked: among the ``allowed`` cells ((h, w) bool, default all)
+    away from the seeds, the frame-border cells and the half least similar to the seeds
+    ((N, D) float32). Look-alikes of the seeds are left out so they can join the object."""
     rng = rng or np.random.default_rng(0)
     h, w, D = emb.shape
     flat = emb.reshape(-1, D)
     sim = (flat @ seeds.T).max(axis=1).reshape(h, w)
     far = cv2.dilate(seed_cells.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
-    border = np.zeros((h, w), bool)
-    border[[0, -1], :] = True
-    border[:, [0, -1]] = True
-    low = sim <= np.quantile(sim, 0.5)
-    cand = np.flatnonzero((far & (border | low)).reshape(-1) & (sim.reshape(-1) < 0.9))
+    if allowed is not None:
+        far &= allowed
+    if not far.any():
+        return np.zeros((0, D), np.float32)
+    edge = np.zeros((h, w), bool)
+    if border:
+        edge[[0, -1], :] = True
+        edge[:, [0, -1]] = True
+    low = sim <= np.quantile(sim[far], quantile)
+    cand = np.flatnonzero((far & (edge | low)).reshape(-1) & (sim.reshape(-1) < 0.9))
     if len(cand) == 0:
         cand = np.flatnonzero(far.reshape(-1))
     if len(cand) > n_max:
@@ -97,7 +126,9 @@ def _cells_of(emb: np.ndarray, ids: np.ndarray, labels_in, exclude: np.ndarray |
     h, w, D = emb.shape
     if isinstance(labels_in, (int, np.integer)):
         labels_in = [int(labels_in)]
-    fr = label_fractions(np.isin(ids, list(labels_in)).astype(np.uint8), [1], (h, w))[0]
+    lut = np.zeros(256, np.uint8)
+    lut[list(labels_in)] = 1
+    fr = label_fractions(lut[ids], [1], (h, w))[0]
     sel = fr >= pure
     if exclude is not None:
         sel &= ~exclude
@@ -107,15 +138,46 @@ def _cells_of(emb: np.ndarray, ids: np.ndarray, labels_in, exclude: np.ndarray |
     return emb.reshape(-1, D)[idx]
 
 
-def _region_probability(emb, pos, neg, image, size_hw, temperature=0.05) -> np.ndarray:
-    """(H, W) float32 probability of 'positive' from nearest positive vs negative references."""
+def _grid_probability(emb, pos, neg, temperature=0.05, max_refs=512) -> np.ndarray:
+    """(h, w) float32 probability of 'positive' from nearest positive vs negative references."""
     h, w, D = emb.shape
     if len(neg) == 0:
         neg = np.zeros((1, D), np.float32)  # a neutral reference: similarity 0
-    index = LabelIndex({0: neg, 1: pos}, k=1, max_prototypes=256)
+    # a click must answer in milliseconds: a random subsample instead of k-means prototypes
+    rng = np.random.default_rng(0)
+    pools = {0: neg, 1: pos}
+    for lab, v in pools.items():
+        if len(v) > max_refs:
+            pools[lab] = v[rng.choice(len(v), max_refs, replace=False)]
+    index = LabelIndex(pools, k=1, max_prototypes=max_refs)
     scores = index.scores(emb.reshape(-1, D)).reshape(2, h, w)
-    probs = softmax_scores(scores, temperature)
-    return _UPSAMPLER(probs, image, size_hw)[1]
+    return softmax_scores(scores, temperature)[1]
+
+
+def _region_probability(emb, pos, neg, image, size_hw, temperature=0.05, max_refs=512) -> np.ndarray:
+    """(H, W) float32 probability of 'positive', edge-aware upsampled from the grid."""
+    p = _grid_probability(emb, pos, neg, temperature, max_refs)
+    return _UPSAMPLER(np.stack([1.0 - p, p]), image, size_hw)[1]
+
+
+def _grow_similar(emb: np.ndarray, start: np.ndarray, allowed: np.ndarray,
+                  closeness: float, frame_median: bool = False) -> np.ndarray:
+    """(h, w) bool: the 4-connected cells of ``allowed`` around ``start`` that look like the start
+    cells: similarity to their mean above ``closeness`` of the way from the allowed cells' median
+    similarity (or the whole frame's, ``frame_median``) to 1 (adaptive, like _seed_vectors)."""
+    if not start.any():
+        return start.copy()
+    mean = emb[start].mean(axis=0)
+    mean /= max(float(np.linalg.norm(mean)), 1e-6)
+    sim = emb @ mean
+    pool = sim if frame_median or not allowed.any() else sim[allowed]
+    typical = float(np.median(pool))
+    cand = (allowed & (sim >= typical + closeness * (1.0 - typical))) | start
+    n, lab = cv2.connectedComponents(cand.astype(np.uint8), connectivity=4)
+    lut = np.zeros(n, bool)
+    lut[lab[start]] = True
+    lut[0] = False
+    return lut[lab]
 
 
 def _connected_to(region: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -123,9 +185,10 @@ def _connected_to(region: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     n, lab = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros(region.shape, bool)
-    hit = np.unique(lab[seeds & region])
-    hit = hit[hit > 0]
-    return np.isin(lab, hit)
+    lut = np.zeros(n, bool)
+    lut[lab[seeds & region]] = True
+    lut[0] = False
+    return lut[lab]
 
 
 def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: bool,
@@ -147,27 +210,54 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
     pts[:, 1] = np.clip(pts[:, 1], 0, H - 1)
     seeds_px = _stroke_mask((H, W), pts, 2 * seed_radius_px + 1) > 0
     seed_cells = _seed_cells(pts, (h, w), 1)
-    seed_vecs = _seed_vectors(emb, pts)
+    seed_vecs = _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS)
     editable = _editable(ids, locked, obj)
     new = ids.copy()
     obj_mask = ids == obj
     rng = np.random.default_rng(0)
     if positive:
-        pos = [seed_vecs, _cells_of(emb, ids, obj, rng=rng)]
+        exists = bool(obj_mask.any())
+        pos = [seed_vecs]
+        if not exists or not GROW_FROM_SEEDS_ONLY:
+            pos.append(_cells_of(emb, ids, obj, rng=rng))
         if positives is not None and len(positives):
             pos.append(positives)
         pos = np.concatenate(pos)
-        others = [int(v) for v in np.unique(ids) if v != obj]
-        neg = [_cells_of(emb, ids, others, exclude=seed_cells, rng=rng)] if others else []
+        present = np.flatnonzero(np.bincount(ids.ravel(), minlength=256))
+        others = [int(v) for v in present if v not in (0, obj)]
+        if others:
+            # a click on another object's look-alike region claims that region: not a negative
+            lut = np.zeros(256, np.uint8)
+            lut[others] = 1
+            other_cells = label_fractions(lut[ids], [1], (h, w))[0] >= 0.5
+            claimed = _grow_similar(emb, seed_cells & other_cells, other_cells, NEG_GROW_CLOSENESS,
+                                    frame_median=True)
+            neg = [_cells_of(emb, ids, others, exclude=seed_cells | claimed, rng=rng)]
+        else:
+            neg = []
         if negatives is not None and len(negatives):
             neg.append(negatives)
-        known_bg = sum(len(n) for n in neg)
-        if known_bg < 16:
-            neg.append(_background_guess(emb, seed_vecs, seed_cells, rng=rng))
+        # unlabelled pixels are only probably background: keep the ones unlike the click
+        unlabelled = label_fractions((ids == 0).astype(np.uint8), [1], (h, w))[0] >= 0.75
+        neg.append(_background_guess(emb, seed_vecs, seed_cells, allowed=unlabelled, rng=rng,
+                                     quantile=BG_QUANTILE_EXISTING if exists else BG_QUANTILE_NEW))
         neg = np.concatenate(neg) if neg else np.zeros((0, D), np.float32)
+        if TWO_PASS:
+            # pass 1 on the grid gives the likely region; pass 2 takes the unlabelled cells
+            # around it, now known well enough, as background (sharper boundaries)
+            p1 = _grid_probability(emb, pos, neg)
+            r1 = _connected_to((p1 > 0.5) | seed_cells, seed_cells)
+            if r1.any():
+                inner = cv2.erode(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+                pos = np.concatenate([pos, emb[inner & ~seed_cells][:512]])
+                ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+                outside = emb[unlabelled & ~ring]
+                if len(outside) > 512:
+                    outside = outside[rng.choice(len(outside), 512, replace=False)]
+                neg = np.concatenate([neg, outside])
         prob = _region_probability(emb, pos, neg, image, (H, W))
         region = (prob > 0.5) & ~obj_mask
-        grow = _connected_to(region | obj_mask | seeds_px, seeds_px) & ~obj_mask
+        grow = _connected_to(region | seeds_px, seeds_px) & ~obj_mask
         new[grow & editable] = obj
         return new
     # negative
@@ -176,8 +266,11 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
     hit_obj = seeds_px & obj_mask
     if not hit_obj.any():
         return new
-    rest = _cells_of(emb, ids, obj, exclude=cv2.dilate(seed_cells.astype(np.uint8),
-                                                      np.ones((5, 5), np.uint8)) > 0, rng=rng)
+    # the rest of the object, minus the cells most like the click (they may be the same mistake)
+    obj_cells = label_fractions(obj_mask.astype(np.uint8), [1], (h, w))[0] >= 0.75
+    near = cv2.dilate(seed_cells.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    rest = _background_guess(emb, seed_vecs, near, allowed=obj_cells & ~near, n_max=512, rng=rng,
+                             quantile=NEG_KEEP_QUANTILE, border=False)
     pos = [rest]
     if positives is not None and len(positives):
         pos.append(positives)
@@ -189,6 +282,17 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
     if len(pos) == 0:
         remove = obj_mask  # the object is only the clicked bit
     else:
+        if TWO_PASS:
+            # pass 1 finds the likely mistake; pass 2 knows the object outside it well enough
+            r1 = _grow_similar(emb, seed_cells & obj_cells, obj_cells, NEG_GROW_CLOSENESS)
+            ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            keep = emb[obj_cells & ~ring]
+            if len(keep):
+                if len(keep) > 512:
+                    keep = keep[rng.choice(len(keep), 512, replace=False)]
+                pos = keep if positives is None or not len(positives) else np.concatenate([keep, positives])
+                inner = emb[r1 & ~seed_cells]
+                neg = np.concatenate([neg, inner[:512]])
         prob = _region_probability(emb, pos, neg, image, (H, W))
         region = ((prob < 0.5) & obj_mask) | (seeds_px & obj_mask)
         remove = _connected_to(region, seeds_px)

@@ -11,9 +11,7 @@ import numpy as np
 from engine.errors import FormatError
 from engine.palette import read_id_png
 from engine.project import open_sample_copy
-from engine.session import Session
-
-EXPORT_FORMATS = ("davis", "coco", "youtube-vis", "binary", "overlay")
+from engine.session import EXPORT_FORMATS, Session
 
 
 def propagate_file(
@@ -31,15 +29,15 @@ def propagate_file(
     The project is kept in `project_dir` when given, else in a temporary folder.
     """
     with tempfile.TemporaryDirectory(prefix="vos-propagate-") as tmp:
-        session = Session.create(Path(project_dir or Path(tmp) / "project"), video)
-        ids = read_id_png(mask)
-        _annotate_frame(session, frame, ids, mask)
-        if refiner:
-            session.set_refiner(refiner)
-        for _ in session.propagate(frame, direction="both"):
-            pass
-        session.save()
-        return session.export(out, fmt)
+        session = Session.create(Path(project_dir or Path(tmp) / "project"), video, refiner=refiner)
+        try:
+            _annotate_frame(session, frame, read_id_png(mask), mask)
+            for _ in session.propagate(frame, direction="both"):
+                pass
+            session.save()
+            return session.export(out, fmt)
+        finally:
+            session.close()
 
 
 def _annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -> None:
@@ -69,6 +67,14 @@ def run_demo(out: Path) -> Iterator[str]:
     project_dir = out / "project"
     open_sample_copy(project_dir)
     session = Session.open(project_dir)
+    try:
+        yield from _demo_steps(session, out)
+    finally:
+        session.close()
+
+
+def _demo_steps(session: Session, out: Path) -> Iterator[str]:
+    project_dir = session.project.folder
     yield f"sample project copied to {project_dir}: {len(session.video)} frames, {len(session.objects)} object(s)"
     start = time.perf_counter()
     for _ in session.embed():
@@ -80,4 +86,5 @@ def run_demo(out: Path) -> Iterator[str]:
     yield f"propagated in {time.perf_counter() - start:.1f} s"
     session.save()
     for fmt in EXPORT_FORMATS:
-        yield f"exported {fmt}: {session.export(out / 'export' / fmt, fmt)}"
+        paths = session.export(out / "export" / fmt, fmt)
+        yield f"exported {fmt}: {len(paths)} file(s) in {out / 'export' / fmt}"

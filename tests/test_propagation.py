@@ -1,0 +1,142 @@
+"""Propagation on synthetic videos: tracking, keyframe bounds, locked objects, confidence."""
+
+import cv2
+import numpy as np
+
+from engine.propagation import Propagator, PropagationTask, object_spans
+from engine.upsample import EdgeAwareUpsampler, argmax_ids, grid_size, label_fractions, resize_ids
+
+
+class ColourEmbedder:
+    """A test embedder: the mean colour of every 8x8 cell (and its complement), unit length.
+
+    Real enough for flat synthetic scenes and ~free, so tests can run many frames."""
+    dim = 6
+
+    def embed(self, frame):
+        H, W = frame.shape[:2]
+        h, w = grid_size(H, W)
+        pad = cv2.copyMakeBorder(frame, 0, h * 8 - H, 0, w * 8 - W, cv2.BORDER_REPLICATE)
+        g = cv2.resize(pad.astype(np.float32) / 255.0, (w, h), interpolation=cv2.INTER_AREA)
+        f = np.dstack([g, 1.0 - g]).astype(np.float32)
+        return f / np.linalg.norm(f, axis=2, keepdims=True)
+
+
+def square_video(n=12, size=(160, 120), squares=(((220, 40, 40), (10, 40), (6, 0)),), side=32, seed=0):
+    """Frames (list of (H, W, 3) RGB) and per-frame id masks of moving squares on noisy grass.
+
+    squares: ((r, g, b), (x0, y0), (dx, dy) per frame) per object; object k has id k + 1."""
+    W, H = size
+    rng = np.random.default_rng(seed)
+    frames, masks = [], []
+    for t in range(n):
+        img = np.empty((H, W, 3), np.uint8)
+        img[:] = (40, 120, 40)
+        img = (img + rng.integers(0, 12, img.shape)).astype(np.uint8)
+        ids = np.zeros((H, W), np.uint8)
+        for k, (color, (x0, y0), (dx, dy)) in enumerate(squares):
+            x, y = x0 + dx * t, y0 + dy * t
+            img[y:y + side, x:x + side] = color
+            ids[y:y + side, x:x + side] = k + 1
+        frames.append(img)
+        masks.append(ids)
+    return frames, masks
+
+
+def jaccard(a, b):
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
+
+
+def make_task(frames, masks_store, keyframes, objects, locked=()):
+    emb = ColourEmbedder()
+    embs = [emb.embed(f) for f in frames]
+    H, W = frames[0].shape[:2]
+    return PropagationTask(
+        n_frames=len(frames), size_hw=(H, W), embedding=lambda t: embs[t],
+        read_ids=lambda t: masks_store.get(t, np.zeros((H, W), np.uint8)).copy(),
+        keyframes=keyframes, objects=objects, locked=set(locked), image=lambda t: frames[t])
+
+
+def run(prop, task, store, t0, direction):
+    done = []
+    for r in prop.run(task, t0, direction):
+        store[r.t] = r.ids
+        done.append(r.t)
+    return done
+
+
+def test_moving_square_is_tracked_forward():
+    frames, gt = square_video(n=12)
+    store = {0: gt[0]}
+    task = make_task(frames, store, {1: {0}}, [1])
+    done = run(Propagator(), task, store, 0, "forward")
+    assert done == list(range(1, 12))
+    for t in done:
+        assert jaccard(store[t] == 1, gt[t] == 1) > 0.9, t
+
+
+def test_spans_stop_at_keyframes_and_keyframes_are_never_rewritten():
+    assert object_spans({1: {0, 8}}, [1], 0, 12, "forward") == {1: (1, 7)}
+    assert object_spans({1: {0, 8}}, [1], 8, 12, "both") == {1: (1, 11)}
+    assert object_spans({1: {3}}, [1], 3, 12, "backward") == {1: (0, 2)}
+    assert object_spans({1: {0, 8}}, [1], 4, 12, "both") == {1: (1, 7)}
+    assert object_spans({1: set()}, [1], 4, 12, "both") == {}
+    frames, gt = square_video(n=12)
+    kf8 = gt[8].copy()
+    kf8[:4, :4] = 1  # a user edit the propagation must keep
+    store = {0: gt[0], 8: kf8}
+    task = make_task(frames, store, {1: {0, 8}}, [1])
+    done = run(Propagator(), task, store, 0, "both")
+    assert done == list(range(1, 8))
+    assert np.array_equal(store[8], kf8)
+
+
+def test_backward_from_a_later_keyframe():
+    frames, gt = square_video(n=10)
+    store = {9: gt[9]}
+    task = make_task(frames, store, {1: {9}}, [1])
+    done = run(Propagator(), task, store, 9, "backward")
+    assert done == list(range(8, -1, -1))
+    assert min(jaccard(store[t] == 1, gt[t] == 1) for t in done) > 0.85
+
+
+def test_two_objects_and_a_locked_one_stays_as_it_was():
+    sq = (((220, 40, 40), (10, 20), (6, 0)), ((40, 40, 220), (100, 70), (-5, 0)))
+    frames, gt = square_video(n=10, squares=sq)
+    locked_ids = [m.copy() for m in gt]
+    store = {t: np.where(locked_ids[t] == 2, 2, 0).astype(np.uint8) for t in range(10)}
+    store[0] = gt[0].copy()
+    before = {t: (store[t] == 2).copy() for t in range(10)}
+    task = make_task(frames, store, {1: {0}, 2: {0}}, [1, 2], locked={2})
+    run(Propagator(), task, store, 0, "forward")
+    for t in range(10):
+        assert np.array_equal(store[t] == 2, before[t]), t
+    assert min(jaccard(store[t] == 1, gt[t] == 1) for t in range(1, 10)) > 0.85
+
+
+def test_confidence_is_lowest_on_a_broken_frame():
+    frames, gt = square_video(n=10)
+    rng = np.random.default_rng(5)
+    frames[6] = rng.integers(0, 255, frames[6].shape).astype(np.uint8)  # a corrupt frame
+    store = {0: gt[0]}
+    task = make_task(frames, store, {1: {0}}, [1])
+    conf = {}
+    for r in Propagator().run(task, 0, "forward"):
+        store[r.t] = r.ids
+        conf[r.t] = r.confidence[1]
+        assert set(r.probs) == {0, 1} and r.probs[1].shape == grid_size(120, 160)
+    assert min(conf, key=conf.get) == 6
+
+
+def test_grid_conversions_are_aligned():
+    ids = np.zeros((20, 30), np.uint8)
+    ids[8:16, 8:16] = 3
+    fr = label_fractions(ids, [0, 3], grid_size(20, 30))
+    assert fr.shape == (2, 3, 4)
+    assert fr[1, 1, 1] == 1.0 and fr[1].sum() == 1.0
+    up = EdgeAwareUpsampler(radius=0)(fr, None, (20, 30))
+    assert argmax_ids(up, [0, 3])[12, 12] == 3 and argmax_ids(up, [0, 3])[2, 2] == 0
+    big = resize_ids(ids, (60, 40))
+    assert big.shape == (40, 60) and set(np.unique(big)) == {0, 3}
+    assert jaccard(big == 3, cv2.resize(ids, (60, 40), interpolation=cv2.INTER_NEAREST) == 3) > 0.8
