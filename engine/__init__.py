@@ -8,6 +8,13 @@ Public API (imported lazily, so `import engine.palette` stays light):
 See engine/session.py for the Session methods.
 """
 
+import os
+
+# OpenMP threads that spin while waiting steal the other core from faiss, Qt and the video decoder:
+# the embedding pass ran 25x slower (2.8 s vs 0.11 s a frame) with the default policy on a shared 2-core machine. It must be set
+# before torch or faiss is first imported, which is why it lives here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 _EXPORTS = {
     "Session": "engine.session",
     "Snapshot": "engine.session",

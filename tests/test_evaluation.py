@@ -439,13 +439,9 @@ def test_engine_end_to_end_on_real_frames(tmp_path, davis_root):
 
     The session works at short side 240 against 480p ground truth, so masks and clicks are rescaled both ways.
     """
-    try:
-        from engine.embedding.network import Embedder
-        from engine.session import Session
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("engine."):
-            raise
-        pytest.skip(f"{e.name} is not there yet")
+    from engine.embedding.network import Embedder
+    from engine.session import Session
+
     embedder = Embedder.load()  # one network for both runs
 
     def make(project_dir, video_path):

@@ -31,13 +31,8 @@ import os
 import sys
 from pathlib import Path
 
-# OpenMP threads that spin-wait are catastrophic when the 2 cores are shared (GUI thread, faiss, other
-# processes): measured 2.8 s/frame spinning vs 0.11 s/frame passive with ~6 other busy processes.
-# libgomp reads this when first loaded (by torch or faiss), so engine/__init__ should set it too.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import nn
 
