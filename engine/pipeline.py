@@ -87,4 +87,4 @@ def _demo_steps(session: Session, out: Path) -> Iterator[str]:
     session.save()
     for fmt in EXPORT_FORMATS:
         paths = session.export(out / "export" / fmt, fmt)
-        yield f"exported {fmt}: {len(paths)} file(s) in {out / 'export' / fmt}"
+        yield f"exported {fmt}: {', '.join(str(p) for p in paths)}"
