@@ -13,12 +13,12 @@ The files are only ever read from the user's own autosave folder.
 import hashlib
 import os
 import pickle
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from annotator import settings
+from engine.atomic import atomic_write_bytes
 
 SUFFIX = ".autosave"
 
@@ -37,19 +37,6 @@ def slot_for(project: Path) -> Path:
     return settings.autosave_root() / f"{key}{SUFFIX}"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write(session, project: Path, frames, chunk: int = 32) -> Path:
     """Autosave `frames` (those changed since the last save) and the project's metadata."""
     frames = sorted(frames)
@@ -58,7 +45,7 @@ def write(session, project: Path, frames, chunk: int = 32) -> Path:
     payload = {"project": str(Path(project).absolute()), "saved_at": time.time(), "pid": os.getpid(),
                "snapshots": snaps}
     path = slot_for(project)
-    _atomic_write(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
     return path
 
 
