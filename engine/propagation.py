@@ -63,6 +63,7 @@ class PropagationConfig:
     refine_radius: int = 8        # guided filter radius at half resolution (0 = bilinear only)
     refine_eps: float = 1e-3
     pure_fraction: float = 0.75   # a reference cell must be this much one label
+    blend_previous: bool = True   # fuse with an earlier propagation's result, weighted by distance
 
 
 class FrameResult(NamedTuple):
@@ -108,6 +109,10 @@ class PropagationTask:
     locked: set[int] = field(default_factory=set)
     image: Callable[[int], np.ndarray] | None = None
     click_refs: list = field(default_factory=list)
+    previous: Callable[[int], bool] | None = None  # t -> frame t holds an earlier propagation's result
+    reference_keyframes: dict[int, set[int]] | None = None  # {obj: keyframes whose whole mask is a
+    # reference}; other keyframes (clicked corrections of a propagated mask, which keep the rest of
+    # that mask's errors) bound the spans and give only their click references. None = all.
 
 
 def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
@@ -183,7 +188,11 @@ class Propagator:
         frames: set[int] = set()
         per_obj_frames = {}
         for o in active:
-            kfs = sorted(task.keyframes.get(o) or (), key=lambda k: (abs(k - t0), k))
+            kfs = task.keyframes.get(o) or set()
+            full = (task.reference_keyframes or {}).get(o)
+            if full is not None and kfs & set(full):
+                kfs = kfs & set(full)
+            kfs = sorted(kfs, key=lambda k: (abs(k - t0), k))
             per_obj_frames[o] = set(kfs[: cfg.max_keyframes])
             frames |= per_obj_frames[o]
         labels = [0] + list(active)
@@ -204,7 +213,7 @@ class Propagator:
                 if sel.any():
                     pools[lab].append((f, flat[sel.reshape(-1)]))
         for f, o, positive, vecs in task.click_refs:
-            if o in pools and len(vecs) and f in frames:
+            if o in pools and len(vecs) and f in (task.keyframes.get(o) or ()):
                 pools[o if positive else 0].append((f, np.asarray(vecs, np.float32)))
         out = {}
         for lab, chunks in pools.items():
@@ -293,6 +302,26 @@ class Propagator:
         return entry
 
     @staticmethod
+    def _blend_previous(probs, cur, labels, grid, t, t0, keyframes, active) -> np.ndarray:
+        """Bidirectional fusion: frame t already holds a propagation from the object's other
+        keyframes; weight it against this run (anchored at t0) by the distance to each anchor, so a
+        correction on t0 mostly changes the frames near t0 and its remaining errors do not
+        overwrite frames that were well propagated from an earlier (more reliable) keyframe."""
+        others = [k for o in active for k in keyframes.get(o, ()) if k != t0]
+        if not others:
+            return probs
+        d_old = min(abs(t - k) for k in others)
+        d_new = abs(t - t0)
+        if d_old == 0:
+            return probs
+        w = d_old / (d_old + d_new)
+        old = label_fractions(cur, labels, grid).astype(np.float32)
+        tot = old.sum(axis=0, keepdims=True)
+        old[0] += np.maximum(1.0 - tot[0], 0)  # pixels of other objects count as background here
+        out = w * probs + (1.0 - w) * old
+        return (out / np.maximum(out.sum(axis=0, keepdims=True), 1e-6)).astype(np.float32)
+
+    @staticmethod
     def confidence(probs: np.ndarray, labels: list[int], prev_fr: np.ndarray | None) -> dict:
         """Per object: mean top-1 minus top-2 probability over the object's cells and a one-cell
         band around them, times an area-stability factor; 0 when an object vanished."""
@@ -372,6 +401,8 @@ class Propagator:
                 probs = self.predict_grid(emb, labels, base_pools, online, prev, t)
                 image = task.image(t) if task.image is not None else None
                 cur = task.read_ids(t)
+                if cfg.blend_previous and task.previous is not None and task.previous(t):
+                    probs = self._blend_previous(probs, cur, labels, grid, t, t0, task.keyframes, active)
                 if self.refiner is not None:
                     ctx = FrameContext(t, image, emb, labels, probs, prev_ids, ref_frames, task.read_ids,
                                        task.image, task.embedding)

@@ -140,3 +140,21 @@ def test_grid_conversions_are_aligned():
     big = resize_ids(ids, (60, 40))
     assert big.shape == (40, 60) and set(np.unique(big)) == {0, 3}
     assert jaccard(big == 3, cv2.resize(ids, (60, 40), interpolation=cv2.INTER_NEAREST) == 3) > 0.8
+
+
+def test_a_reference_subset_and_blending_with_the_previous_result():
+    """Keyframes outside reference_keyframes only bound the spans; frames holding an earlier
+    propagation are fused with it by distance, so a poor keyframe does not overwrite them."""
+    frames, gt = square_video(n=12)
+    bad = gt[8].copy()
+    bad[80:120, 0:70] = 1  # a keyframe whose mask kept a mistake on the grass
+    store = {0: gt[0], 8: bad}
+    store.update({t: gt[t] for t in range(1, 8)})  # the earlier propagation from frame 0
+    task = make_task(frames, store, {1: {0, 8}}, [1])
+    task.reference_keyframes = {1: {0}}
+    task.previous = lambda t: True
+    done = run(Propagator(), task, store, 8, "both")
+    assert sorted(done) == [1, 2, 3, 4, 5, 6, 7, 9, 10, 11]
+    for t in range(1, 8):
+        assert jaccard(store[t] == 1, gt[t] == 1) > 0.9, t
+    assert np.array_equal(store[8], bad)
