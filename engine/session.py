@@ -6,7 +6,8 @@ uint8 (0 = background, object ids 1..255), probabilities (H, W) float32; points 
 working-size pixel coordinates (x = column, y = row), floats allowed.
 
     s = Session.create(project_dir, video_path, short_side=480, embedder=None, refiner=None)
-    s = Session.open(project_dir, embedder=None, refiner=None)
+    s = Session.open(project_dir, embedder=None, refiner=None)   # refiner None: the project's choice
+    s.set_refiner(name | instance | None) ; s.refiner_name -> str  # kept in project.json settings
     s.video -> VideoSource ; s.project -> Project ; s.objects -> dict[int, ObjectInfo]
     s.add_object(name=None, category="object", color=None) -> ObjectInfo
     s.update_object(obj_id, name=None, category=None, color=None, hidden=None, locked=None) -> ObjectInfo
@@ -103,12 +104,10 @@ class Session:
         self._embedder = embedder
         self._cache = cache
         self._cache_lock = threading.Lock()
-        if isinstance(refiner, str):
-            from engine.refiners import get_refiner
-            refiner = get_refiner(refiner)
-        self.refiner = refiner
         self.config = config or PropagationConfig()
-        self._propagator = Propagator(self.config, refiner=refiner)
+        self.refiner = None
+        self._propagator = Propagator(self.config)
+        self.set_refiner(refiner if refiner is not None else project.settings.get("refiner"))
         self._emb_lru: OrderedDict[int, np.ndarray] = OrderedDict()
         self._emb_lru_size = 24
         self._probs: OrderedDict[int, tuple[list[int], np.ndarray]] = OrderedDict()
@@ -131,6 +130,28 @@ class Session:
              config: PropagationConfig | None = None) -> "Session":
         """Open an existing project folder (ProjectError if it is not a valid project)."""
         return cls(Project.load(project_dir), embedder, refiner, config)
+
+    def set_refiner(self, refiner) -> None:
+        """Refine every propagated frame with `refiner`: a registered name, an instance, or None (off).
+
+        A name is kept in the project's settings, so the choice is per project and survives reopening.
+        """
+        from engine.refiners import get_refiner
+
+        name = None
+        if refiner is None or isinstance(refiner, str):
+            name, refiner = refiner, get_refiner(refiner)
+        with self.lock:
+            self.refiner = refiner
+            self._propagator.refiner = refiner
+            if name != self.project.settings.get("refiner") and (name or "refiner" in self.project.settings):
+                self.project.settings["refiner"] = name
+                self.project.mark_dirty()
+
+    @property
+    def refiner_name(self) -> str:
+        """The chosen refiner's registered name, "none" when off."""
+        return getattr(self.refiner, "name", None) or self.project.settings.get("refiner") or "none"
 
     def close(self) -> None:
         """Release the video and the cache files; the session must not be used afterwards."""

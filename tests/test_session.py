@@ -197,6 +197,24 @@ def test_save_open_round_trip_and_objects(square, tmp_path):
     s2.close()
 
 
+def test_refiner_choice_is_kept_per_project(square):
+    s, gt = square
+    assert s.refiner is None and s.refiner_name == "none"
+    s.set_refiner("parts")
+    assert s.refiner_name == "parts" and s.project.dirty
+    obj = s.add_object()
+    s.set_object_mask(0, obj.id, gt[0] == 1)
+    assert len(list(s.propagate(0))) == 11  # the refiner runs on every propagated frame
+    s.save()
+    s2 = Session.open(s.project.folder, embedder=ColourEmbedder())
+    assert s2.refiner_name == "parts" and s2.refiner is not None
+    s2.set_refiner(None)
+    assert s2.refiner is None and s2.refiner_name == "none"
+    with pytest.raises(ValueError, match="parts"):
+        s2.set_refiner("no-such-refiner")
+    s2.close()
+
+
 def test_frames_most_likely_wrong_finds_the_broken_frame(tmp_path):
     frames, gt = square_video(n=10)
     frames[6] = np.random.default_rng(5).integers(0, 255, frames[6].shape).astype(np.uint8)
