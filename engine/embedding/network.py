@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.threads import ALL_CORES, torch_threads
+
 STRIDE = 8
 PAD_MULTIPLE = 32  # the deepest stage used is stride 32; padding keeps every stage size even (TF SAME)
 # Input normalisation. The TF reference trained EfficientNet-Lite on (x - 127) / 128, but with these
@@ -270,7 +272,7 @@ class Embedder:
         # cache), so frames go one at a time there; on CUDA the whole batch goes at once.
         step = len(arr) if self.device.type == "cuda" else 1
         out = np.empty((len(arr), h, w, self.dim), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(ALL_CORES):
             for i in range(0, len(arr), step):
                 emb = self.head(self.features(torch.from_numpy(arr[i:i + step])))[:, :, :h, :w]
                 out[i:i + step] = emb.permute(0, 2, 3, 1).float().cpu().numpy()

@@ -20,13 +20,11 @@ Subclasses implement ``refine_frame(ctx)``; ``refine`` also accepts the Propagat
 and then adapts both ways (`EngineAdapter`), so ``Propagator(refiner=get_refiner(name))`` just works.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import cv2
 import numpy as np
-import torch
 
 
 @dataclass
@@ -187,18 +185,6 @@ def normalise_probs(probs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
             scale = np.where(over, 1.0 / np.maximum(total, 1e-6), 1.0).astype(np.float32)
             out = {k: v * scale for k, v in out.items()}
     return out
-
-
-@contextmanager
-def torch_single_thread():
-    """Run small tensor ops on one thread: on 2 busy cores, splitting a 300x32 @ 32x256 product over
-    threads made it 10-40x slower (measured). Restores the caller's setting; costs < 1 us."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def probs_to_ids(probs: dict[int, np.ndarray], shape: tuple[int, int] | None = None) -> np.ndarray:

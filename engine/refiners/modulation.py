@@ -28,8 +28,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.threads import torch_threads
 from engine.refiners.base import (
-    FrameContext, Reference, Refiner, normalise_probs, reference_for, register, torch_single_thread,
+    FrameContext, Reference, Refiner, normalise_probs, reference_for, register,
 )
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "refiners"
@@ -234,7 +235,7 @@ class ModulationRefiner(Refiner):
 
     def refine_frame(self, ctx: FrameContext) -> dict[int, np.ndarray]:
         # one thread: this net is small, and on 2 busy cores two threads made it ~30x slower (measured)
-        with torch_single_thread():
+        with torch_threads(1):  # small ops: splitting them over busy cores was 10-40x slower
             return self._refine(ctx)
 
     def _refine(self, ctx: FrameContext) -> dict[int, np.ndarray]:

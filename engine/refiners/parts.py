@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from engine.threads import torch_threads
 from engine.refiners.base import (
-    FrameContext, Reference, Refiner, normalise_probs, reference_for, register, torch_single_thread,
+    FrameContext, Reference, Refiner, normalise_probs, reference_for, register,
 )
 
 TRACK_SCALE = 0.5          # tracking runs on a grey image at this scale of the working size
@@ -131,7 +132,7 @@ class PartsRefiner(Refiner):
         self._prev_t = None
 
     def refine_frame(self, ctx: FrameContext) -> dict[int, np.ndarray]:
-        with torch_single_thread():
+        with torch_threads(1):  # small ops: splitting them over busy cores was 10-40x slower
             return self._refine(ctx)
 
     def _refine(self, ctx: FrameContext) -> dict[int, np.ndarray]:
