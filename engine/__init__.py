@@ -3,7 +3,7 @@
 Public API (imported lazily, so `import engine.palette` stays light):
 
     from engine import Session, Snapshot, PropagationConfig
-    from engine import VideoError, ProjectError, FormatError, NotReadyError
+    from engine import EngineError, VideoError, ProjectError, FormatError
 
 See engine/session.py for the Session methods.
 """
@@ -25,7 +25,6 @@ _EXPORTS = {
     "VideoError": "engine.errors",
     "ProjectError": "engine.errors",
     "FormatError": "engine.errors",
-    "NotReadyError": "engine.errors",
 }
 
 __all__ = sorted(_EXPORTS)

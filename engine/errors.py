@@ -22,7 +22,3 @@ class ProjectError(EngineError):
 
 class FormatError(EngineError):
     """An annotation file (DAVIS, COCO, YouTube-VIS, ...) is malformed."""
-
-
-class NotReadyError(RuntimeError):
-    """An API was called before the step it depends on (say what to call first)."""

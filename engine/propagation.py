@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .retrieval import LabelIndex, l2_normalise, make_prototypes, softmax_scores
-from .upsample import EdgeAwareUpsampler, argmax_ids, grid_size, label_fractions
+from .upsample import EdgeAwareUpsampler, argmax_ids, label_fractions
 
 
 # Several keyframes share one label's prototype budget (max_prototypes) instead of each having

@@ -67,7 +67,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engine.atomic import atomic_write_json
-from engine.errors import NotReadyError, ProjectError
+from engine.errors import ProjectError
 from engine.project import Interaction, ObjectInfo, Project
 from engine import interaction as edits
 from engine.propagation import PropagationConfig, PropagationTask, Propagator, object_spans
