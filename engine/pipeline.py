@@ -5,13 +5,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from engine.errors import FormatError
 from engine.palette import read_id_png
 from engine.project import open_sample_copy
 from engine.session import EXPORT_FORMATS, Session
+from engine.upsample import resize_ids
 
 
 def propagate_file(
@@ -52,7 +52,7 @@ def _annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -
                 f"mask is {ids.shape[1]}x{ids.shape[0]}, the video is {session.video.native_size[0]}x"
                 f"{session.video.native_size[1]} (working size {width}x{height})",
             )
-        ids = cv2.resize(ids, (width, height), interpolation=cv2.INTER_NEAREST)
+        ids = resize_ids(ids, (width, height), smooth=False)
     values = [int(v) for v in np.unique(ids) if v != 0]
     if not values:
         raise FormatError(path, "the mask is empty: mark at least one object")
