@@ -74,6 +74,7 @@ from engine.propagation import PropagationConfig, PropagationTask, Propagator, o
 from engine.upsample import EdgeAwareUpsampler, resize_ids
 
 CONFIDENCE_FILE = "confidence.json"
+CORRECTED_SETTING = "corrected_keyframes"  # project.json settings key, see Session._corrected
 EXPORT_FORMATS = ("davis", "coco", "youtube-vis", "binary", "overlay")
 # which clicks join the propagation's reference pools: both|positive|none. "both" measured best
 # (hold-out interactive-eval J&F 0.730 vs 0.706 with "positive" after 3 rounds) once corrected frames stopped being
@@ -113,9 +114,6 @@ class Session:
         self._probs: OrderedDict[int, tuple[list[int], np.ndarray]] = OrderedDict()
         self._probs_size = 256
         self._confidence: dict[int, dict[int, float]] = self._load_confidence()
-        # {obj: frames made keyframes by a click/scribble on a propagated mask}: their remaining
-        # mask is unchecked, so propagation takes only their clicks as references (session-only hint)
-        self._hint_keyframes: dict[int, set[int]] = {}
         self.last_timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ construction
@@ -192,7 +190,7 @@ class Session:
         """Delete the object and its pixels in every frame (ids are never reused)."""
         with self.lock:
             self.project.remove_object(obj_id)
-            self._hint_keyframes.pop(obj_id, None)
+            self._set_corrected(obj_id, None, False)
             for conf in self._confidence.values():
                 conf.pop(obj_id, None)
             self._probs.clear()
@@ -259,7 +257,7 @@ class Session:
     def _commit_edit(self, t: int, obj_id: int, new: np.ndarray, kind: str, positive: bool,
                      points, radius=None) -> np.ndarray:
         if kind not in ("click", "scribble"):  # painted or drawn by hand: the whole mask is meant
-            self._hint_keyframes.get(obj_id, set()).discard(t)
+            self._set_corrected(obj_id, t, False)
         self.project.masks.set(t, new)
         self.project.add_keyframe(obj_id, t)
         pts = [(float(x), float(y)) for x, y in np.asarray(points, np.float64).reshape(-1, 2)]
@@ -291,7 +289,7 @@ class Session:
             ids = self.project.masks.get(t)
             if (t not in self.project.keyframes.get(obj_id, ()) and (ids == obj_id).any()
                     and self._confidence.get(t, {}).get(obj_id, 1.0) < 1.0):
-                self._hint_keyframes.setdefault(obj_id, set()).add(t)
+                self._set_corrected(obj_id, t, True)
             pos, neg = self._known_refs(t, obj_id, emb)
             new = edits.retrieve_edit(ids, emb, obj_id, points, positive, image=self.video.frame(t),
                                       locked=self._locked(), negatives=neg, positives=pos)
@@ -363,7 +361,31 @@ class Session:
 
     def _reference_keyframes(self, objs) -> dict[int, set[int]]:
         """{obj: keyframes whose whole mask is a propagation reference}: all but clicked corrections."""
-        return {o: set(self.project.keyframes.get(o, ())) - self._hint_keyframes.get(o, set()) for o in objs}
+        corrected = self._corrected()
+        return {o: set(self.project.keyframes.get(o, ())) - corrected.get(o, set()) for o in objs}
+
+    def _corrected(self) -> dict[int, set[int]]:
+        """{obj: keyframes made by a click/scribble on a propagated mask}. The rest of such a mask was
+        never checked, so propagation takes only the clicks there as references. Kept in the project's
+        settings so a reopened project propagates the same way."""
+        raw = self.project.settings.get(CORRECTED_SETTING, {})
+        return {int(o): set(int(t) for t in frames) for o, frames in raw.items()}
+
+    def _set_corrected(self, obj_id: int, t: int | None, on: bool) -> None:
+        """Mark (on) or unmark frame t of obj_id as a corrected keyframe; t None unmarks every frame."""
+        corrected = self._corrected()
+        frames = corrected.setdefault(obj_id, set())
+        before = set(frames)
+        if t is None:
+            frames.clear()
+        elif on:
+            frames.add(t)
+        else:
+            frames.discard(t)
+        if frames == before:
+            return
+        self.project.settings[CORRECTED_SETTING] = {str(o): sorted(f) for o, f in corrected.items() if f}
+        self.project.mark_dirty()
 
     def _was_propagated(self, t: int) -> bool:
         """Frame t holds the result of an earlier propagation (it has confidences, no edit)."""

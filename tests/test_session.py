@@ -116,6 +116,10 @@ def test_a_clicked_correction_keeps_its_leftover_errors_to_itself(square):
     assert sorted(done) == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
     for t in done:
         assert jaccard(s.mask(t) == obj.id, gt[t] == 1) > 0.85, t
+    s.save()  # the correction survives reopening the project
+    again = Session.open(s.project.folder, embedder=ColourEmbedder())
+    assert again._reference_keyframes([obj.id]) == {obj.id: {0}}
+    again.close()
     s.set_object_mask(6, obj.id, gt[6] == 1)  # drawn whole by hand: a full reference again
     assert s._reference_keyframes([obj.id]) == {obj.id: {0, 6}}
 
