@@ -302,8 +302,8 @@ def validate(davis_root: Path, cache_dir: Path, embed_fn, sequences=HOLDOUT, k: 
             "frame_step": frame_step}
 
 
-def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, iters: int = 300,
-                    dim: int = 64, hidden: int = 128, margin: float = 0.3, lr: float = 3e-3,
+def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, iters: int = 200,
+                    dim: int = 128, hidden: int = 128, margin: float = 0.3, lr: float = 3e-4,
                     first_frame_ref: float = 0.5,
                     feature_cache: str | Path = "/tmp/vos-pml-features", threads: int | None = None,
                     validate_k: int = 10, train_frame_step: int = 2, log=print) -> dict:
