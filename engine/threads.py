@@ -1,7 +1,7 @@
 """How many CPU threads torch uses, per call site.
 
-torch and faiss share one OpenMP runtime, so `faiss.omp_set_num_threads(1)` (engine/retrieval.py) also
-drops torch to one thread on the calling thread. Each user of torch therefore says what it wants for the
+torch and faiss share one OpenMP runtime, so `faiss.omp_set_num_threads(n)` (engine/retrieval.py) also
+sets torch's threads on the calling thread. Each user of torch therefore says what it wants for the
 duration of its call: the embedding network all cores, small refiner ops one.
 """
 
