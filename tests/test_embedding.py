@@ -63,6 +63,24 @@ def test_shipped_weights_load_with_weights_only():
     assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000
 
 
+def test_shipped_weights_match_their_record_and_the_training_defaults():
+    """training.json describes the head.pt beside it, and `vos-engine train` (train_embedding's
+    defaults) is the recipe that made it, so retraining reproduces what ships."""
+    import inspect
+    import json
+
+    from engine.embedding.network import file_sha256
+    from engine.embedding.train import train_embedding
+
+    record = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
+    assert record["weights_sha256"] == file_sha256(DEFAULT_WEIGHTS)
+    head, meta = load_head(DEFAULT_WEIGHTS)
+    assert head.dim == record["dim"] == meta["dim"]
+    defaults = {k: v.default for k, v in inspect.signature(train_embedding).parameters.items()}
+    for key in ("seed", "iters", "dim", "hidden", "margin", "lr", "first_frame_ref", "train_frame_step"):
+        assert record[key] == defaults[key], key
+
+
 def test_head_save_load_roundtrip_and_corrupt_file(tmp_path):
     torch.manual_seed(0)
     head = EmbeddingHead(dim=8, hidden=16)
