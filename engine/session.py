@@ -32,7 +32,7 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
 Edits (click, scribble, brush, polygon, set_object_mask) log an Interaction in the project and
 make frame t a keyframe of the object; a keyframe's whole mask is a reference for propagation,
 except on a frame where a click/scribble corrected a propagated mask (the rest of that mask is
-unchecked: only the clicked spots are references there, until the frame is brushed, drawn or
+unchecked: only the clicked spots are references there, recorded in project.json, until the frame is brushed, drawn or
 set by hand), and clicks/scribbles add their own embeddings to the object's (positive) or the
 background's (negative) references. A
 click/scribble needs frame t's embedding: it is computed on demand when the background embedding
