@@ -32,11 +32,11 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
 Edits (click, scribble, brush, polygon, set_object_mask) log an Interaction in the project and
 make frame t a keyframe of the object; a keyframe's whole mask is a reference for propagation,
 except on a frame where a click/scribble corrected a propagated mask (the rest of that mask is
-unchecked: only the clicked spots are references there, recorded in project.json, until the frame is brushed, drawn or
-set by hand), and clicks/scribbles add their own embeddings to the object's (positive) or the
-background's (negative) references. A
-click/scribble needs frame t's embedding: it is computed on demand when the background embedding
-pass has not reached t yet (~0.1 s once). Editing a locked object raises ProjectError.
+unchecked: only the clicked spots are references there, until the frame is brushed, drawn or set
+by hand; such frames are recorded in project.json), and clicks/scribbles add their own embeddings
+to the object's (positive) or the background's (negative) references. A click/scribble needs
+frame t's embedding: it is computed on demand when the background embedding pass has not reached
+t yet (~0.1 s once). Editing a locked object raises ProjectError.
 
 propagate(t0, direction) recomputes, for each chosen unlocked object, only the frames between
 its keyframes around t0 ("forward": after t0, "backward": before, "both"; t0 itself too when it
@@ -190,7 +190,7 @@ class Session:
         """Delete the object and its pixels in every frame (ids are never reused)."""
         with self.lock:
             self.project.remove_object(obj_id)
-            self._set_corrected(obj_id, None, False)
+            self._set_corrected(obj_id, set())
             for conf in self._confidence.values():
                 conf.pop(obj_id, None)
             self._probs.clear()
@@ -257,7 +257,7 @@ class Session:
     def _commit_edit(self, t: int, obj_id: int, new: np.ndarray, kind: str, positive: bool,
                      points, radius=None) -> np.ndarray:
         if kind not in ("click", "scribble"):  # painted or drawn by hand: the whole mask is meant
-            self._set_corrected(obj_id, t, False)
+            self._set_corrected(obj_id, self._corrected().get(obj_id, set()) - {t})
         self.project.masks.set(t, new)
         self.project.add_keyframe(obj_id, t)
         pts = [(float(x), float(y)) for x, y in np.asarray(points, np.float64).reshape(-1, 2)]
@@ -289,7 +289,7 @@ class Session:
             ids = self.project.masks.get(t)
             if (t not in self.project.keyframes.get(obj_id, ()) and (ids == obj_id).any()
                     and self._confidence.get(t, {}).get(obj_id, 1.0) < 1.0):
-                self._set_corrected(obj_id, t, True)
+                self._set_corrected(obj_id, self._corrected().get(obj_id, set()) | {t})
             pos, neg = self._known_refs(t, obj_id, emb)
             new = edits.retrieve_edit(ids, emb, obj_id, points, positive, image=self.video.frame(t),
                                       locked=self._locked(), negatives=neg, positives=pos)
@@ -371,19 +371,12 @@ class Session:
         raw = self.project.settings.get(CORRECTED_SETTING, {})
         return {int(o): set(int(t) for t in frames) for o, frames in raw.items()}
 
-    def _set_corrected(self, obj_id: int, t: int | None, on: bool) -> None:
-        """Mark (on) or unmark frame t of obj_id as a corrected keyframe; t None unmarks every frame."""
+    def _set_corrected(self, obj_id: int, frames: set[int]) -> None:
+        """Make ``frames`` the corrected keyframes of obj_id (the project is dirty only if they change)."""
         corrected = self._corrected()
-        frames = corrected.setdefault(obj_id, set())
-        before = set(frames)
-        if t is None:
-            frames.clear()
-        elif on:
-            frames.add(t)
-        else:
-            frames.discard(t)
-        if frames == before:
+        if corrected.get(obj_id, set()) == frames:
             return
+        corrected[obj_id] = frames
         self.project.settings[CORRECTED_SETTING] = {str(o): sorted(f) for o, f in corrected.items() if f}
         self.project.mark_dirty()
 
