@@ -1,5 +1,7 @@
 """Embedding network, its on-disk cache and the PML triplet loss (tiny frames, a few seconds)."""
 
+import inspect
+import json
 import os
 from pathlib import Path
 
@@ -9,9 +11,9 @@ import torch
 
 from engine.embedding import cache as cache_mod
 from engine.embedding.cache import EmbeddingCache
-from engine.embedding.network import (DEFAULT_WEIGHTS, Embedder, EmbeddingHead, append_coords, load_head,
-                                      save_head)
-from engine.embedding.train import pml_triplet_loss
+from engine.embedding.network import (DEFAULT_WEIGHTS, Embedder, EmbeddingHead, append_coords, file_sha256,
+                                      load_head, save_head)
+from engine.embedding.train import pml_triplet_loss, train_embedding
 from engine.errors import FormatError
 
 
@@ -66,12 +68,6 @@ def test_shipped_weights_load_with_weights_only():
 def test_shipped_weights_match_their_record_and_the_training_defaults():
     """training.json describes the head.pt beside it, and `vos-engine train` (train_embedding's
     defaults) is the recipe that made it, so retraining reproduces what ships."""
-    import inspect
-    import json
-
-    from engine.embedding.network import file_sha256
-    from engine.embedding.train import train_embedding
-
     record = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
     assert record["weights_sha256"] == file_sha256(DEFAULT_WEIGHTS)
     head, meta = load_head(DEFAULT_WEIGHTS)
