@@ -21,12 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.errors import FormatError
 from engine.metrics import SequenceStats, boundary_f, jaccard, sequence_statistics
+from engine.upsample import resize_ids
 
 RESOLUTION = "480p"
 SPLIT_FOLDERS = ("480p", "2017", "2016")  # ImageSets/<folder>/<split>.txt, first found wins
@@ -379,11 +379,12 @@ def run_semi_supervised(
                 t0 = time.perf_counter()
                 _embed_all(session)
                 t1 = time.perf_counter()
-                work_shape = session.mask(0).shape
+                work_h, work_w = session.mask(0).shape
+                work_gt0 = resize_ids(gt0, (work_w, work_h), smooth=False)
                 to_gt = {}  # session object id -> ground-truth id
                 for k in object_ids:
                     obj = session.add_object(name=f"object {k}")
-                    session.set_object_mask(0, obj.id, _resize_bool(gt0 == k, work_shape))
+                    session.set_object_mask(0, obj.id, work_gt0 == k)
                     to_gt[obj.id] = k
                 for _ in session.propagate(0, direction="forward"):
                     pass
@@ -499,9 +500,7 @@ class _MaskReader:
 
     def __call__(self, t: int) -> np.ndarray:
         ids = self.lut[np.asarray(self.session.mask(t), dtype=np.uint8)]
-        if ids.shape != self.gt_shape:
-            ids = cv2.resize(ids, (self.gt_shape[1], self.gt_shape[0]), interpolation=cv2.INTER_NEAREST)
-        return ids
+        return resize_ids(ids, (self.gt_shape[1], self.gt_shape[0]), smooth=False)
 
 
 def _embed_all(session) -> None:
@@ -515,13 +514,6 @@ def _close(session) -> None:
     close = getattr(session, "close", None)
     if close is not None:
         close()
-
-
-def _resize_bool(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool mask to `shape` (H', W') with nearest-neighbour sampling."""
-    if mask.shape == tuple(shape):
-        return mask
-    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _scale_point(x: int, y: int, src_shape, dst_shape) -> tuple[int, int]:
