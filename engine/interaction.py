@@ -20,7 +20,7 @@ from .retrieval import LabelIndex, softmax_scores
 from .upsample import STRIDE, EdgeAwareUpsampler, label_fractions
 
 # Tuned with a simulated user (interior-most point of the largest error) on DAVIS train frames.
-_UPSAMPLER = EdgeAwareUpsampler(radius=8, eps=1e-3)
+_UPSAMPLER = EdgeAwareUpsampler()
 GROW_FROM_SEEDS_ONLY = True   # a positive correction grows from the click, not from the whole mask
 TWO_PASS = True               # re-retrieve with the first pass's surroundings as references
 BG_QUANTILE_NEW = 0.3         # first click: background guess = the 30% cells least like the click

@@ -71,7 +71,7 @@ from engine.errors import ProjectError
 from engine.project import Interaction, ObjectInfo, Project
 from engine import interaction as edits
 from engine.propagation import PropagationConfig, PropagationTask, Propagator, object_spans
-from engine.upsample import EdgeAwareUpsampler, resize_ids
+from engine.upsample import resize_ids
 
 CONFIDENCE_FILE = "confidence.json"
 CORRECTED_SETTING = "corrected_keyframes"  # project.json settings key, see Session._corrected
@@ -443,7 +443,7 @@ class Session:
         ids = self.project.masks.get(t)
         if cached is not None:
             labels, grid = cached
-            full = EdgeAwareUpsampler()(grid.astype(np.float32), self.video.frame(t), ids.shape)
+            full = self._propagator.upsampler(grid.astype(np.float32), self.video.frame(t), ids.shape)
             full /= np.maximum(full.sum(0, keepdims=True), 1e-6)
             out = {lab: np.clip(full[i], 0, 1) for i, lab in enumerate(labels) if lab != 0}
             for o in np.unique(ids):  # fixed objects of that run keep their hard mask

@@ -51,10 +51,12 @@ class EdgeAwareUpsampler:
     """Coarse (L, h, w) probabilities + RGB frame (H, W, 3) -> (L, H, W) probabilities.
 
     ``radius`` and ``eps`` are the guided filter's parameters at half resolution; ``radius=0``
-    turns the refinement off (plain bilinear).
+    turns the refinement off (plain bilinear). The defaults are the engine's one setting (measured on
+    DAVIS train sequences, see PropagationConfig.refine_radius): propagation, clicks, refiners and
+    ``Session.probabilities`` all upsample the same way, so a frame's probabilities agree with its mask.
     """
 
-    def __init__(self, radius: int = 4, eps: float = 1e-3):
+    def __init__(self, radius: int = 8, eps: float = 1e-3):
         self.radius = radius
         self.eps = eps
 

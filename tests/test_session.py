@@ -142,7 +142,7 @@ def test_propagate_tracks_and_stops_at_keyframes(square):
     probs = s.probabilities(5)
     assert set(probs) == {obj.id} and probs[obj.id].shape == gt[0].shape
     x, y = centre(gt[5])
-    assert probs[obj.id][int(y), int(x)] > 0.9 and probs[obj.id][5, 5] < 0.1
+    assert probs[obj.id][int(y), int(x)] > 0.8 and probs[obj.id][5, 5] < 0.1
 
 
 def test_cancel_midway_leaves_a_consistent_project(square):
@@ -263,4 +263,8 @@ def test_real_davis_sequence(davis_root, tmp_path):
     list(s.propagate(0, "forward"))
     js = [jaccard(s.mask(t) == obj.id, gts[t]) for t in range(1, len(frames))]
     assert np.mean(js) > 0.6, js
+    # probabilities are upsampled as the propagation upsampled them: they agree with the stored mask
+    for t in (3, 9):
+        disagree = (s.probabilities(t)[obj.id] > 0.5) != (s.mask(t) == obj.id)
+        assert disagree.mean() < 1e-4, disagree.mean()
     s.close()
