@@ -85,13 +85,14 @@ CLICK_REFS = "both"
 @dataclass
 class Snapshot:
     """Undo state of some frames: their masks (PNG bytes, None = no mask), plus objects,
-    keyframes, interaction log and confidences (all small)."""
+    keyframes, corrected keyframes, interaction log and confidences (all small)."""
     masks: dict
     objects: dict
     next_object_id: int
     keyframes: dict
     interactions: list
     confidence: dict
+    corrected: dict = field(default_factory=dict)
     frames: list = field(default_factory=list)
 
 
@@ -480,12 +481,14 @@ class Session:
                 objects={o: copy.copy(info) for o, info in self.project.objects.items()},
                 next_object_id=self.project.next_object_id,
                 keyframes={o: frozenset(v) for o, v in self.project.keyframes.items()},
+                corrected={o: frozenset(v) for o, v in self._corrected().items()},
                 interactions=list(self.project.interactions),
                 confidence={t: dict(self._confidence[t]) for t in frames if t in self._confidence},
                 frames=list(frames))
 
     def restore(self, snap: Snapshot) -> None:
-        """Put back the state captured by snapshot(): those frames' masks, objects, keyframes, log."""
+        """Put back the state captured by snapshot(): those frames' masks, objects, keyframes
+        (corrected ones too), log."""
         from engine.palette import decode_id_png
         with self.lock:
             masks = self.project.masks
@@ -503,6 +506,8 @@ class Session:
             self.project.objects.update({o: copy.copy(i) for o, i in snap.objects.items()})
             self.project.next_object_id = max(self.project.next_object_id, snap.next_object_id)
             self.project.keyframes = {o: set(v) for o, v in snap.keyframes.items()}
+            for o in set(self._corrected()) | set(snap.corrected):
+                self._set_corrected(o, set(snap.corrected.get(o, ())))
             self.project.interactions[:] = list(snap.interactions)
             self.project.mark_dirty()
 

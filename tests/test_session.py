@@ -172,13 +172,17 @@ def test_snapshot_restore_round_trip(square):
     list(s.propagate(0, "forward"))
     s.click(5, obj.id, 5, 5)
     after = s.snapshot(range(12))
+    assert s._reference_keyframes([obj.id]) == {obj.id: {0}}  # 5 is a clicked correction
     s.restore(before)
     assert s.project.masks.frames() == [0]
     assert s.project.keyframes == {obj.id: {0}}
     assert len(s.project.interactions) == 1
+    s.set_object_mask(5, obj.id, gt[5] == 1)  # after the undo, 5 is drawn whole: a full reference
+    assert s._reference_keyframes([obj.id]) == {obj.id: {0, 5}}
     s.restore(after)
     assert s.project.masks.frames() == list(range(12))
     assert s.project.keyframes == {obj.id: {0, 5}}
+    assert s._reference_keyframes([obj.id]) == {obj.id: {0}}
     assert s.confidence(5)[obj.id] == 1.0
     assert jaccard(s.mask(3) == obj.id, gt[3] == 1) > 0.9
 
