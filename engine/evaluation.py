@@ -379,13 +379,7 @@ def run_semi_supervised(
                 t0 = time.perf_counter()
                 _embed_all(session)
                 t1 = time.perf_counter()
-                work_h, work_w = session.mask(0).shape
-                work_gt0 = resize_ids(gt0, (work_w, work_h), smooth=False)
-                to_gt = {}  # session object id -> ground-truth id
-                for k in object_ids:
-                    obj = session.add_object(name=f"object {k}")
-                    session.set_object_mask(0, obj.id, work_gt0 == k)
-                    to_gt[obj.id] = k
+                to_gt = {obj: k for k, obj in session.add_objects_from_ids(0, gt0).items()}
                 for _ in session.propagate(0, direction="forward"):
                     pass
                 t2 = time.perf_counter()

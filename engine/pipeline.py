@@ -11,7 +11,6 @@ from engine.errors import FormatError
 from engine.palette import read_id_png
 from engine.project import open_sample_copy
 from engine.session import EXPORT_FORMATS, Session
-from engine.upsample import resize_ids
 
 
 def propagate_file(
@@ -44,21 +43,10 @@ def _annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -
     """Add one object per id found in `ids` and give it its mask on `frame`."""
     if not 0 <= frame < len(session.video):
         raise FormatError(path, f"frame {frame} is outside the video (0..{len(session.video) - 1})")
-    width, height = session.video.working_size
-    if ids.shape[::-1] != (width, height):
-        if ids.shape[::-1] != session.video.native_size:
-            raise FormatError(
-                path,
-                f"mask is {ids.shape[1]}x{ids.shape[0]}, the video is {session.video.native_size[0]}x"
-                f"{session.video.native_size[1]} (working size {width}x{height})",
-            )
-        ids = resize_ids(ids, (width, height), smooth=False)
-    values = [int(v) for v in np.unique(ids) if v != 0]
-    if not values:
-        raise FormatError(path, "the mask is empty: mark at least one object")
-    for value in values:
-        obj = session.add_object(name=f"object {value}")
-        session.set_object_mask(frame, obj.id, ids == value)
+    try:
+        session.add_objects_from_ids(frame, ids)
+    except ValueError as e:
+        raise FormatError(path, str(e)) from None
 
 
 def run_demo(out: Path) -> Iterator[str]:

@@ -182,6 +182,28 @@ class Session:
         with self.lock:
             return self.project.add_object(name=name, category=category, color=color)
 
+    def add_objects_from_ids(self, t: int, ids: np.ndarray) -> dict[int, int]:
+        """One new object per non-zero id of ``ids`` ((H, W) uint8 at the working or the native
+        size), given its mask on frame t: how a first-frame annotation or ground truth is loaded.
+        Returns {id in ids: new object id}. ValueError for another size or no object."""
+        self._check(t)
+        ids = np.asarray(ids, np.uint8)
+        width, height = self.video.working_size
+        if ids.shape[::-1] != (width, height):
+            if ids.shape[::-1] != tuple(self.video.native_size):
+                nw, nh = self.video.native_size
+                raise ValueError(f"mask is {ids.shape[1]}x{ids.shape[0]}, the video is {nw}x{nh} "
+                                 f"(working size {width}x{height})")
+            ids = resize_ids(ids, (width, height), smooth=False)
+        values = [int(v) for v in np.unique(ids) if v != 0]
+        if not values:
+            raise ValueError("the mask is empty: mark at least one object")
+        out = {}
+        for value in values:
+            out[value] = self.add_object(name=f"object {value}").id
+            self.set_object_mask(t, out[value], ids == value)
+        return out
+
     def update_object(self, obj_id: int, **fields) -> ObjectInfo:
         """fields: name, category, color (r, g, b), hidden, locked; others raise TypeError."""
         with self.lock:

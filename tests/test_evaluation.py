@@ -356,6 +356,14 @@ class FakeSession:
     def mask(self, t):
         return self.masks.get(t, np.zeros(self.shape, np.uint8)).copy()
 
+    def add_objects_from_ids(self, t, ids):
+        ids = cv2.resize(ids, self.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        out = {}
+        for value in [int(v) for v in np.unique(ids) if v]:
+            out[value] = self.add_object().id
+            self.set_object_mask(t, out[value], ids == value)
+        return out
+
     def set_object_mask(self, t, obj_id, mask):
         assert mask.shape == self.shape and mask.dtype == bool
         m = self.mask(t)

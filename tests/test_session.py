@@ -78,6 +78,22 @@ def test_negative_click_removes_the_clicked_part(square):
     assert jaccard(ids == obj.id, gt[0] == 1) > 0.95
 
 
+def test_objects_from_an_id_mask(square):
+    s, gt = square
+    ids = np.zeros(gt[3].shape, np.uint8)
+    ids[gt[3] == 1] = 7
+    ids[:10, :10] = 9
+    made = s.add_objects_from_ids(3, ids)
+    assert sorted(made) == [7, 9] and len(set(made.values())) == 2
+    for value, obj in made.items():
+        assert np.array_equal(s.mask(3) == obj, ids == value)
+        assert s.project.keyframes[obj] == {3}
+    with pytest.raises(ValueError, match="empty"):
+        s.add_objects_from_ids(3, np.zeros_like(ids))
+    with pytest.raises(ValueError, match="50x40"):
+        s.add_objects_from_ids(3, np.ones((40, 50), np.uint8))
+
+
 def test_brush_eraser_polygon_and_locked_objects(square):
     s, gt = square
     a, b = s.add_object("a"), s.add_object("b")
