@@ -116,6 +116,32 @@ def test_new_project_from_frame_folder(tmp_path):
     s2.close()
 
 
+def test_new_project_dialog_flow(window, qtbot, messages, tmp_path, monkeypatch):
+    """File > New Project: choose "Folder of frames", the frames, then the project folder."""
+    from PySide6.QtWidgets import QFileDialog
+    from tests.test_annotator_support import make_frames
+    frames = make_frames(tmp_path / "clip", 5)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: asked.append([b.text() for b in box.buttons()]))
+    monkeypatch.setattr(QMessageBox, "clickedButton",
+                        lambda box: next(b for b in box.buttons() if b.text().startswith("Folder")))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(frames)))
+    target = {"path": str(tmp_path / "mine.vosproj")}
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (target["path"], "")))
+    window.actions_by_id["new"].trigger()
+    wait_idle(qtbot, window)
+    assert "Video file…" in asked[0] and "Folder of frames…" in asked[0]
+    assert window.doc.folder == tmp_path / "mine.vosproj" and window.doc.n == 5
+    assert (tmp_path / "mine.vosproj" / "project.json").is_file()
+    # a project folder that cannot be made: an error naming it, and the open project stays
+    (tmp_path / "taken").write_text("a file, not a folder")
+    target["path"] = str(tmp_path / "taken")
+    window.actions_by_id["new"].trigger()
+    log, _ = messages
+    assert log[-1][0] == "critical" and "taken" in log[-1][2]
+    assert window.doc.folder == tmp_path / "mine.vosproj"
+
+
 def test_no_argument_opens_a_writable_copy_of_the_sample(home):
     from annotator import opening
     s = opening.open_sample()
