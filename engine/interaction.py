@@ -29,6 +29,10 @@ SEED_RADIUS_CELLS = 2         # a click's references: its cell and look-alike ce
 SEED_CLOSENESS = 0.7
 NEG_KEEP_QUANTILE = 0.5       # negative click: the half of the object least like the click stays
 NEG_GROW_CLOSENESS = 0.5      # ... and the connected look-alike region around the click goes
+NEG_NEAR_FRACTION = 0.35      # ... object cells nearer the click than this x sqrt(object cells) are no
+                              # references of the object (a mistake is often wider than its look-alike core)
+NEG_BG_BAND_CELLS = 1         # background cells this close to the object join the click as "not the object"
+                              # (a false alarm looks like the background it leaked into)
 
 
 def _editable(ids: np.ndarray, locked: set[int], obj: int) -> np.ndarray:
@@ -286,6 +290,8 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
             # pass 1 finds the likely mistake; pass 2 knows the object outside it well enough
             r1 = _grow_similar(emb, seed_cells & obj_cells, obj_cells, NEG_GROW_CLOSENESS)
             ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            d = cv2.distanceTransform((~seed_cells).astype(np.uint8), cv2.DIST_L2, 3)
+            ring |= d < NEG_NEAR_FRACTION * np.sqrt(obj_cells.sum())
             keep = emb[obj_cells & ~ring]
             if len(keep):
                 if len(keep) > 512:
@@ -293,6 +299,9 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
                 pos = keep if positives is None or not len(positives) else np.concatenate([keep, positives])
                 inner = emb[r1 & ~seed_cells]
                 neg = np.concatenate([neg, inner[:512]])
+            k = 2 * NEG_BG_BAND_CELLS + 1
+            band = cv2.dilate(obj_cells.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+            neg = np.concatenate([neg, _cells_of(emb, ids, 0, exclude=~band, rng=rng)])
         prob = _region_probability(emb, pos, neg, image, (H, W))
         region = ((prob < 0.5) & obj_mask) | (seeds_px & obj_mask)
         remove = _connected_to(region, seeds_px)
