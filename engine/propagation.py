@@ -110,6 +110,8 @@ class PropagationTask:
     image: Callable[[int], np.ndarray] | None = None
     click_refs: list = field(default_factory=list)
     previous: Callable[[int], bool] | None = None  # t -> frame t holds an earlier propagation's result
+    previous_probs: Callable[[int], tuple | None] | None = None  # t -> (labels, (L, h, w) grid
+    # probabilities) of that earlier result when still known, else None (its hard mask is used)
     reference_keyframes: dict[int, set[int]] | None = None  # {obj: keyframes whose whole mask is a
     # reference}; other keyframes (clicked corrections of a propagated mask, which keep the rest of
     # that mask's errors) bound the spans and give only their click references. None = all.
@@ -302,7 +304,7 @@ class Propagator:
         return entry
 
     @staticmethod
-    def _blend_previous(probs, cur, labels, grid, t, t0, keyframes, active) -> np.ndarray:
+    def _blend_previous(probs, cur, labels, grid, t, t0, keyframes, active, soft=None) -> np.ndarray:
         """Bidirectional fusion: frame t already holds a propagation from the object's other
         keyframes; weight it against this run (anchored at t0) by the distance to each anchor, so a
         correction on t0 mostly changes the frames near t0 and its remaining errors do not
@@ -315,9 +317,12 @@ class Propagator:
         if d_old == 0:
             return probs
         w = d_old / (d_old + d_new)
-        old = label_fractions(cur, labels, grid).astype(np.float32)
-        tot = old.sum(axis=0, keepdims=True)
-        old[0] += np.maximum(1.0 - tot[0], 0)  # pixels of other objects count as background here
+        if soft is not None and list(soft[0]) == list(labels) and soft[1].shape[1:] == tuple(grid):
+            old = np.asarray(soft[1], np.float32)
+        else:
+            old = label_fractions(cur, labels, grid).astype(np.float32)
+            tot = old.sum(axis=0, keepdims=True)
+            old[0] += np.maximum(1.0 - tot[0], 0)  # pixels of other objects count as background here
         out = w * probs + (1.0 - w) * old
         return (out / np.maximum(out.sum(axis=0, keepdims=True), 1e-6)).astype(np.float32)
 
@@ -402,7 +407,8 @@ class Propagator:
                 image = task.image(t) if task.image is not None else None
                 cur = task.read_ids(t)
                 if cfg.blend_previous and task.previous is not None and task.previous(t):
-                    probs = self._blend_previous(probs, cur, labels, grid, t, t0, task.keyframes, active)
+                    soft = task.previous_probs(t) if task.previous_probs is not None else None
+                    probs = self._blend_previous(probs, cur, labels, grid, t, t0, task.keyframes, active, soft)
                 if self.refiner is not None:
                     ctx = FrameContext(t, image, emb, labels, probs, prev_ids, ref_frames, task.read_ids,
                                        task.image, task.embedding)

@@ -403,6 +403,12 @@ class Session:
         self.project.settings[CORRECTED_SETTING] = {str(o): sorted(f) for o, f in corrected.items() if f}
         self.project.mark_dirty()
 
+    def _previous_probs(self, t: int):
+        """(labels, (L, h, w) float32) of frame t's last propagation in this session, or None."""
+        with self.lock:
+            cached = self._probs.get(t)
+        return None if cached is None else (cached[0], cached[1].astype(np.float32))
+
     def _was_propagated(self, t: int) -> bool:
         """Frame t holds the result of an earlier propagation (it has confidences, no edit)."""
         return bool(self._confidence.get(t))
@@ -432,6 +438,7 @@ class Session:
                 keyframes={o: set(v) for o, v in self.project.keyframes.items()},
                 objects=objs, locked=self._locked(), image=self.video.frame,
                 click_refs=self._click_refs(objs), previous=self._was_propagated,
+                previous_probs=self._previous_probs,
                 reference_keyframes=self._reference_keyframes(objs))
         gen = self._propagator.run(task, t0, direction)
         start = time.perf_counter()

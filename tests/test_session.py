@@ -78,6 +78,25 @@ def test_negative_click_removes_the_clicked_part(square):
     assert jaccard(ids == obj.id, gt[0] == 1) > 0.95
 
 
+def test_negative_click_removes_a_leak_into_the_background(tmp_path):
+    """A mask that leaked from the square into a striped fence beside it: one negative click on
+    the leak removes most of it, not only the stripe that looks like the clicked spot."""
+    frames, gt = square_video(n=2)
+    for x in range(42, 106, 16):  # fence x 42..105, y 24..89: blue and grey stripes
+        frames[0][24:90, x:x + 8] = (40, 40, 200)
+        frames[0][24:90, x + 8:x + 16] = (200, 200, 200)
+    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames),
+                       embedder=ColourEmbedder())
+    obj = s.add_object()
+    leak = gt[0].copy()
+    leak[40:72, 42:106] = 1  # the square is x 10..41, y 40..71
+    s.set_object_mask(0, obj.id, leak == 1)
+    ids = s.click(0, obj.id, 92, 56, positive=False)
+    assert (ids[40:72, 42:106] == obj.id).mean() < 0.25  # this click removed 2% of it before
+    assert (ids[gt[0] == 1] == obj.id).all()
+    s.close()
+
+
 def test_objects_from_an_id_mask(square):
     s, gt = square
     ids = np.zeros(gt[3].shape, np.uint8)
@@ -159,6 +178,26 @@ def test_propagate_tracks_and_stops_at_keyframes(square):
     assert set(probs) == {obj.id} and probs[obj.id].shape == gt[0].shape
     x, y = centre(gt[5])
     assert probs[obj.id][int(y), int(x)] > 0.8 and probs[obj.id][5, 5] < 0.1
+
+
+def test_the_same_propagation_again_changes_nothing(tmp_path):
+    """Re-propagation blends with the earlier result's soft probabilities: the same run again gives
+    back what it had (blending with the earlier hard mask moved the boundaries each time)."""
+    frames, _ = square_video(n=12, squares=(((220, 40, 40), (10, 40), (6, 0)), ((40, 40, 220), (110, 30), (-5, 3))))
+    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
+    a, b = s.add_object(), s.add_object()
+    first = s.mask(0).copy()
+    first[36:76, 6:46] = a.id  # loose hand-drawn boxes, so boundaries are soft
+    first[26:66, 106:146] = b.id
+    s.set_object_mask(0, a.id, first == a.id)
+    s.set_object_mask(0, b.id, first == b.id)
+    list(s.propagate(0, "forward"))
+    before = [s.mask(t).copy() for t in range(12)]
+    # the same run from frame 5 on, blended with the first run by the distance to keyframe 0
+    assert [t for t, _ in s.propagate(5, "forward")] == list(range(5, 12))
+    changed = [int((s.mask(t) != before[t]).sum()) for t in range(12)]
+    assert changed == [0] * 12, changed
+    s.close()
 
 
 def test_cancel_midway_leaves_a_consistent_project(square):
