@@ -19,6 +19,7 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.brush(t, obj_id, points, radius, erase=False) -> (H, W) uint8
     s.polygon(t, obj_id, points) -> (H, W) uint8
     s.set_object_mask(t, obj_id, mask_bool_HW) -> (H, W) uint8
+    s.add_objects_from_ids(t, ids_HW) -> {id in ids: new obj_id}  # a first-frame annotation
     s.propagation_span(t0, direction="both", objects=None) -> (first, last) | None
     s.propagate(t0, direction="both", objects=None) -> Iterator[(t, (H, W) uint8 ids)]
     s.mask(t) -> (H, W) uint8 ; s.probabilities(t) -> dict[obj_id, (H, W) float32]
@@ -42,7 +43,8 @@ propagate(t0, direction) recomputes, for each chosen unlocked object, only the f
 its keyframes around t0 ("forward": after t0, "backward": before, "both"; t0 itself too when it
 is not a keyframe of that object); keyframes and locked objects are never changed. A frame
 that already holds an earlier propagation is fused with it, weighted by its distance to t0
-and to the object's other keyframes (bidirectional fusion). It is a generator that writes each frame into the project before
+and to the object's other keyframes (bidirectional fusion; with that run's soft probabilities
+while the session still holds them, else its mask). It is a generator that writes each frame into the project before
 yielding it; closing it (or just stopping iterating) cancels, and the frames done stay done.
 
 Threads: every method takes the session's re-entrant lock (``s.lock``) while it changes state,
