@@ -179,6 +179,9 @@ def _is_binary_png(path: Path) -> bool:
 # ----------------------------------------------------------------------------------------------- scores
 
 
+LEAST_SURE_PICKS = 5  # frames the least-sure ranking is judged on (the first few a user jumps to)
+
+
 @dataclass
 class ObjectScores:
     """Per-frame J and F of one object of one sequence, over the frames scored (`frames`, file stems)."""
@@ -206,6 +209,7 @@ class EvaluationResult:
     split: str | None = None
     seconds_per_frame: float | None = None  # engine time per frame when the engine produced the masks
     timing: dict = field(default_factory=dict)
+    least_sure: dict = field(default_factory=dict)  # {sequence: least_sure_check(...)} of engine runs
 
     def sequences(self) -> list[str]:
         return list(dict.fromkeys(o.sequence for o in self.objects))
@@ -259,7 +263,17 @@ class EvaluationResult:
             out["seconds_per_frame"] = self.seconds_per_frame
         if self.timing:
             out["timing"] = dict(self.timing)
+        if self.least_sure:
+            out["least_sure"] = self.least_sure_summary()
         return _json_safe(out)
+
+    def least_sure_summary(self) -> dict:
+        """Means over sequences of least_sure_check's figures, and the per-sequence ones."""
+        checks = self.least_sure.values()
+        out = {k: _mean([c[k] for c in checks]) for k in ("picked_JF", "worst_JF", "JF")}
+        out["picks"] = LEAST_SURE_PICKS
+        out["sequences"] = dict(self.least_sure)
+        return out
 
     def table(self) -> str:
         """Per-sequence text table (means over a sequence's objects), then the global line."""
@@ -280,6 +294,10 @@ class EvaluationResult:
         lines.append(f"{'mean over objects':<24}{len(self.objects):>5}{'':>7}" + "".join(f"{v:>8.3f}" for v in vals))
         if self.seconds_per_frame is not None:
             lines.append(f"engine time: {self.seconds_per_frame * 1000:.1f} ms/frame")
+        if self.least_sure:
+            ls = self.least_sure_summary()
+            lines.append(f"least-sure ranking: its {LEAST_SURE_PICKS} picks score J&F {ls['picked_JF']:.3f} "
+                         f"(all frames {ls['JF']:.3f}, the {LEAST_SURE_PICKS} worst {ls['worst_JF']:.3f})")
         return "\n".join(lines)
 
 
@@ -369,6 +387,7 @@ def run_semi_supervised(
     make = make_session_fn or default_session_factory(refiner)
     seqs = load_sequences(davis_root, split, sequences)
     objects: list[ObjectScores] = []
+    least_sure: dict[str, dict] = {}
     totals = {"frames": 0, "embed_seconds": 0.0, "propagate_seconds": 0.0}
     for seq in seqs:
         gt0 = seq.ground_truth(0)
@@ -389,7 +408,10 @@ def run_semi_supervised(
 
                     for t, name in enumerate(seq.frame_names):
                         write_id_png(Path(save_predictions) / seq.name / f"{name}.png", preds(t))
-                objects += score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids)
+                scores = score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids)
+                objects += scores
+                ranked = [seq.frame_names[t] for t in session.frames_most_likely_wrong(len(seq))]
+                least_sure[seq.name] = least_sure_check(scores, ranked)
             finally:
                 _close(session)
         totals["frames"] += len(seq)
@@ -400,7 +422,18 @@ def run_semi_supervised(
     timing["embed_seconds_per_frame"] = totals["embed_seconds"] / n
     timing["propagate_seconds_per_frame"] = totals["propagate_seconds"] / n
     spf = (totals["embed_seconds"] + totals["propagate_seconds"]) / n
-    return EvaluationResult(objects, split=split, seconds_per_frame=spf, timing=timing)
+    return EvaluationResult(objects, split=split, seconds_per_frame=spf, timing=timing, least_sure=least_sure)
+
+
+def least_sure_check(scores: list[ObjectScores], ranked: Sequence[str], n: int = LEAST_SURE_PICKS) -> dict:
+    """How well the engine's "frames most likely wrong" ranking (``ranked``: frame names, least sure
+    first) finds one sequence's bad frames: the mean J&F (over objects) of its first ``n`` scored picks,
+    against all scored frames and the ``n`` truly worst ones."""
+    jf = np.mean([(o.J + o.F) / 2 for o in scores], axis=0)
+    index = {name: i for i, name in enumerate(scores[0].frames)}
+    picks = [index[name] for name in ranked if name in index][:n]
+    return {"picked_JF": _mean(jf[picks]), "worst_JF": _mean(np.sort(jf)[:n]), "JF": _mean(jf),
+            "picked": [scores[0].frames[i] for i in picks]}
 
 
 def run_interactive(

@@ -364,6 +364,9 @@ class FakeSession:
             self.set_object_mask(t, out[value], ids == value)
         return out
 
+    def frames_most_likely_wrong(self, n=10):
+        return list(range(len(self.frames) - 1, 0, -1))[:n]  # "least sure": the last frames first
+
     def set_object_mask(self, t, obj_id, mask):
         assert mask.shape == self.shape and mask.dtype == bool
         m = self.mask(t)
@@ -414,7 +417,24 @@ def test_run_semi_supervised_with_a_session(tmp_path):
     data = result.to_json()
     assert data["seconds_per_frame"] > 0 and 0 < data["JF_mean"] < 1
     assert data["timing"]["frames"] == 5
+    # scored frames are 1..3 (first and last left out); the fake ranks 4, 3, 2, 1: picks 3, 2, 1
+    ls = data["least_sure"]
+    assert ls["picks"] == 5 and ls["sequences"]["two"]["picked"] == ["00003", "00002", "00001"]
+    assert ls["picked_JF"] == pytest.approx(ls["JF"])  # every scored frame was picked
+    assert "least-sure ranking" in result.table()
     assert gts.shape[0] == 5
+
+
+def test_least_sure_check_scores_the_ranking_against_the_worst_frames():
+    from engine.evaluation import ObjectScores, least_sure_check
+    frames = [f"{t:05d}" for t in range(1, 7)]
+    J = np.array([0.9, 0.2, 0.8, 0.1, 0.7, 0.6])
+    scores = [ObjectScores("s", 1, frames, J, J.copy())]
+    good = least_sure_check(scores, ["00004", "00002", "00099"], n=2)  # an unscored frame is skipped
+    assert good["picked"] == ["00004", "00002"] and good["picked_JF"] == pytest.approx(0.15)
+    assert good["worst_JF"] == pytest.approx(0.15) and good["JF"] == pytest.approx(J.mean())
+    bad = least_sure_check(scores, ["00001", "00003"], n=2)
+    assert bad["picked_JF"] == pytest.approx(0.85) and bad["worst_JF"] == pytest.approx(0.15)
 
 
 def test_run_interactive_with_a_session(tmp_path):
