@@ -22,7 +22,7 @@ import numpy as np
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list
 from engine.formats.jsonfile import need, read_json
 
 
@@ -65,14 +65,11 @@ def save_coco(videos: TrackedMasks | Sequence[TrackedMasks], path: str | Path, *
         objects = dict(v.objects)
         for o in objects.values():
             cats.id(o.category)
-        for t, m in v.iter_masks(path):
+        for t, encoded in rle_utils.encoded_frames(v, objects, path):
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": f"{v.name}/{v.frame_names[t]}", "width": v.width,
                            "height": v.height, "video_id": vid, "frame_id": t})
-            with_unknown_ids(objects, m)
-            present = np.unique(m)
-            for oid in present[present > 0].tolist():
-                seg, area, bbox = rle_utils.encode(m == oid)
+            for oid, (seg, area, bbox) in encoded.items():
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                     "category_id": cats.id(objects[oid].category), "segmentation": seg,
                                     "area": area, "bbox": bbox, "iscrowd": 0, "track_id": oid,

@@ -6,6 +6,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from engine.errors import FormatError
+from engine.formats.annotations import with_unknown_ids
 
 
 def encode(binary: np.ndarray) -> tuple[dict, int, list[float]]:
@@ -14,6 +15,15 @@ def encode(binary: np.ndarray) -> tuple[dict, int, list[float]]:
     area = int(mask_utils.area(rle))
     bbox = [float(v) for v in mask_utils.toBbox(rle)]
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}, area, bbox
+
+
+def encoded_frames(video, objects: dict, path: str | Path):
+    """(t, {object id: encode(mask of that object)}) for each masked frame of a TrackedMasks, in order;
+    ids missing from ``objects`` are added to it with default metadata (savers never drop pixels)."""
+    for t, m in video.iter_masks(path):
+        with_unknown_ids(objects, m)
+        present = np.unique(m)
+        yield t, {oid: encode(m == oid) for oid in present[present > 0].tolist()}
 
 
 def compressed(segm, height: int, width: int, path: str | Path, where: str) -> dict:

@@ -13,12 +13,11 @@ An object absent from every frame still gets an annotation (all null), so it sur
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list
 from engine.formats.coco import CategoryTable, RleFrames, category_names, track_id_map
 from engine.formats.jsonfile import need, read_json
 
@@ -47,11 +46,8 @@ def save_youtube_vis(videos: TrackedMasks | Sequence[TrackedMasks], path: str | 
 
         for oid in objects:
             track(oid)
-        for t, m in v.iter_masks(path):
-            with_unknown_ids(objects, m)
-            present = np.unique(m)
-            for oid in present[present > 0].tolist():
-                seg, area, bbox = rle_utils.encode(m == oid)
+        for t, encoded in rle_utils.encoded_frames(v, objects, path):
+            for oid, (seg, area, bbox) in encoded.items():
                 tr = track(oid)
                 tr["segmentations"][t], tr["areas"][t], tr["bboxes"][t] = seg, area, bbox
             done += 1
