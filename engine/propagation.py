@@ -48,7 +48,8 @@ class PropagationConfig:
     max_prototypes: int = 512     # per label, keyframe pool (256: hold-out J&F 0.776 -> 512: 0.786)
     max_keyframes: int = 6        # nearest keyframes of each object used as references
     keyframe_decay: float = 0.0   # similarity lost per 100 frames between a keyframe and the frame
-    online_frames: int = 0        # recent predicted frames kept in the pools (0 = off)
+    online_frames: int = 0        # recent predicted frames kept in the pools (0 = off: with 3, hold-out
+                                  # J&F 0.786 -> 0.784 and 6 training sequences 0.873 -> 0.868)
     online_per_label: int = 64    # cells sampled per label per frame
     online_threshold: float = 0.97  # grid probability a cell needs to join the pool
     online_penalty: float = 0.05
