@@ -29,7 +29,7 @@ SEED_RADIUS_CELLS = 2         # a click's references: its cell and look-alike ce
 SEED_CLOSENESS = 0.7
 NEG_KEEP_QUANTILE = 0.5       # negative click: the half of the object least like the click stays
 NEG_GROW_CLOSENESS = 0.5      # ... and the connected look-alike region around the click goes
-NEG_NEAR_FRACTION = 0.35      # ... object cells nearer the click than this x sqrt(object cells) are no
+NEG_NEAR_FRACTION = 0.2       # ... object cells nearer the click than this x sqrt(object cells) are no
                               # references of the object (a mistake is often wider than its look-alike core)
 NEG_BG_BAND_CELLS = 1         # background cells this close to the object join the click as "not the object"
                               # (a false alarm looks like the background it leaked into)
