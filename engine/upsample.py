@@ -52,9 +52,9 @@ class EdgeAwareUpsampler:
 
     ``radius`` and ``eps`` are the guided filter's parameters at half resolution; ``radius=0``
     turns the refinement off (plain bilinear). The defaults are the engine's one setting (measured on
-    DAVIS train sequences, see PropagationConfig.refine_radius): propagation, clicks and
-    ``Session.probabilities`` upsample the same way, so a frame's probabilities agree with its mask
-    (refiners keep the radius their network was trained with: refiners.base.REFINER_UPSAMPLER).
+    DAVIS train sequences, see PropagationConfig.refine_radius): propagation, clicks, refiners (the
+    modulation network is trained on it) and ``Session.probabilities`` all upsample the same way, so a
+    frame's probabilities agree with its mask.
     """
 
     def __init__(self, radius: int = 8, eps: float = 1e-3):

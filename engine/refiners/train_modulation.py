@@ -109,10 +109,10 @@ def engine_coarse(images: list[np.ndarray], masks: list[np.ndarray],
                   embeddings: str = "frozen") -> tuple[np.ndarray, np.ndarray]:
     """Run the engine's Propagator forward from masks[0] on "frozen"-backbone or "shipped" embeddings.
 
-    Returns coarse (n, h4, w4) float16 object probability (edge-aware upsampled as refiners see it, then
+    Returns coarse (n, h4, w4) float16 object probability (edge-aware upsampled as the engine does, then
     area-averaged to 1/4 size; frame 0 = its ground truth) and ids (n, h4, w4) bool: the engine's result."""
     from engine.propagation import PropagationTask, Propagator
-    from engine.refiners.base import REFINER_UPSAMPLER
+    from engine.upsample import EdgeAwareUpsampler
 
     embs = frozen_embeddings(images) if embeddings == "frozen" else shipped_embeddings(images)
     H, W = masks[0].shape
@@ -121,7 +121,7 @@ def engine_coarse(images: list[np.ndarray], masks: list[np.ndarray],
     task = PropagationTask(n_frames=len(images), size_hw=(H, W), embedding=lambda t: embs[t],
                            read_ids=lambda t: results.get(t, np.zeros((H, W), np.uint8)),
                            keyframes={1: {0}}, objects=[1], image=lambda t: images[t])
-    up = REFINER_UPSAMPLER
+    up = EdgeAwareUpsampler()
     q = lambda m: cv2.resize(m.astype(np.float32), (w4, h4), interpolation=cv2.INTER_AREA)
     coarse = [q(masks[0])]
     ids = [q(masks[0]) > 0.5]
