@@ -201,9 +201,10 @@ class Session:
         if not values:
             raise ValueError("the mask is empty: mark at least one object")
         out = {}
-        for value in values:
-            out[value] = self.add_object(name=f"object {value}").id
-            self.set_object_mask(t, out[value], ids == value)
+        with self.lock:
+            for value in values:
+                out[value] = self.add_object(name=f"object {value}").id
+                self.set_object_mask(t, out[value], ids == value)
         return out
 
     def update_object(self, obj_id: int, **fields) -> ObjectInfo:

@@ -13,7 +13,6 @@ An object absent from every frame still gets an annotation (all null), so it sur
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
