@@ -330,7 +330,9 @@ class Propagator:
     @staticmethod
     def confidence(probs: np.ndarray, labels: list[int], prev_fr: np.ndarray | None) -> dict:
         """Per object: mean top-1 minus top-2 probability over the object's cells and a one-cell
-        band around them, times an area-stability factor; 0 when an object vanished."""
+        band around them; 0 when an object vanished. (An area-stability factor, dropped, made the
+        ranking worse: on 12 DAVIS sequences the Spearman correlation of confidence with J&F went
+        from 0.34 to 0.55 without it, and the 5 least sure frames from J&F 0.700 to 0.653.)"""
         part = np.sort(probs, axis=0)
         marg = part[-1] - part[-2] if len(probs) > 1 else np.ones(probs.shape[1:], np.float32)
         arg = np.argmax(probs, axis=0)
@@ -340,16 +342,11 @@ class Propagator:
             if lab == 0:
                 continue
             m = (arg == i).astype(np.uint8)
-            area = int(m.sum())
-            prev_area = float((prev_fr[i] >= 0.5).sum()) if prev_fr is not None else None
-            if area == 0:
-                out[lab] = 0.0 if prev_area else 1.0
+            if not m.any():  # vanished: unsure if it was there on the previous frame
+                out[lab] = 0.0 if prev_fr is not None and (prev_fr[i] >= 0.5).any() else 1.0
                 continue
             band = cv2.dilate(m, kernel) > 0
-            c = float(marg[band].mean())
-            if prev_area:
-                c *= float(np.exp(-abs(np.log(area / prev_area))))
-            out[lab] = round(c, 4)
+            out[lab] = round(float(marg[band].mean()), 4)
         return out
 
     # ---------------------------------------------------------------- generator

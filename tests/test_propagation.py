@@ -115,6 +115,21 @@ def test_two_objects_and_a_locked_one_stays_as_it_was():
     assert min(jaccard(store[t] == 1, gt[t] == 1) for t in range(1, 10)) > 0.85
 
 
+def test_confidence_of_a_clear_object_does_not_drop_when_it_grows():
+    """An object that doubles its area between frames but is clearly told apart keeps its confidence
+    (the area-stability factor that halved it here ranked DAVIS frames worse)."""
+    probs = np.zeros((2, 10, 10), np.float32)
+    probs[0] = 0.95
+    probs[1, 2:8, 2:8] = 0.95
+    probs[0, 2:8, 2:8] = 0.05
+    prev = np.zeros((2, 10, 10), np.float32)
+    prev[1, 3:6, 3:9] = 1.0  # 18 cells before, 36 now
+    conf = Propagator.confidence(probs, [0, 1], prev)
+    assert conf[1] > 0.85  # the mean margin over the object and its band; it was halved before
+    gone = np.stack([np.ones((10, 10)), np.zeros((10, 10))]).astype(np.float32)
+    assert Propagator.confidence(gone, [0, 1], prev)[1] == 0.0  # it was there: vanishing is suspect
+
+
 def test_confidence_is_lowest_on_a_broken_frame():
     frames, gt = square_video(n=10)
     rng = np.random.default_rng(5)
