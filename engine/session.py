@@ -406,8 +406,9 @@ class Session:
         self.project.settings[CORRECTED_SETTING] = {str(o): sorted(f) for o, f in corrected.items() if f}
         self.project.mark_dirty()
 
-    def _previous_probs(self, t: int):
-        """(labels, (L, h, w) float32) of frame t's last propagation in this session, or None."""
+    def _grid_probs(self, t: int):
+        """(labels, (L, h, w) float32 grid probabilities) of frame t's last propagation in this
+        session, or None: what probabilities() upsamples and what a re-propagation blends with."""
         with self.lock:
             cached = self._probs.get(t)
         return None if cached is None else (cached[0], cached[1].astype(np.float32))
@@ -441,7 +442,7 @@ class Session:
                 keyframes={o: set(v) for o, v in self.project.keyframes.items()},
                 objects=objs, locked=self._locked(), image=self.video.frame,
                 click_refs=self._click_refs(objs), previous=self._was_propagated,
-                previous_probs=self._previous_probs,
+                previous_probs=self._grid_probs,
                 reference_keyframes=self._reference_keyframes(objs))
         gen = self._propagator.run(task, t0, direction)
         start = time.perf_counter()
@@ -472,11 +473,11 @@ class Session:
         """{obj_id: (H, W) float32 in [0, 1]} for the objects on frame t. Frames propagated in this
         session give the retrieval's soft probabilities (edge-aware upsampled); others (keyframes,
         reopened projects) give the hard mask as 0/1."""
-        cached = self._probs.get(t)
+        cached = self._grid_probs(t)
         ids = self.project.masks.get(t)
         if cached is not None:
             labels, grid = cached
-            full = self._propagator.upsampler(grid.astype(np.float32), self.video.frame(t), ids.shape)
+            full = self._propagator.upsampler(grid, self.video.frame(t), ids.shape)
             full /= np.maximum(full.sum(0, keepdims=True), 1e-6)
             out = {lab: np.clip(full[i], 0, 1) for i, lab in enumerate(labels) if lab != 0}
             for o in np.unique(ids):  # fixed objects of that run keep their hard mask
