@@ -192,9 +192,9 @@ class Propagator:
         per_obj_frames = {}
         for o in active:
             kfs = task.keyframes.get(o) or set()
-            full = (task.reference_keyframes or {}).get(o)
-            if full is not None and kfs & set(full):
-                kfs = kfs & set(full)
+            full = (task.reference_keyframes or {}).get(o, set())
+            if kfs & full:
+                kfs = kfs & full
             kfs = sorted(kfs, key=lambda k: (abs(k - t0), k))
             per_obj_frames[o] = set(kfs[: cfg.max_keyframes])
             frames |= per_obj_frames[o]

@@ -234,7 +234,6 @@ class ModulationRefiner(Refiner):
         return self._scales[obj_id]
 
     def refine_frame(self, ctx: FrameContext) -> dict[int, np.ndarray]:
-        # one thread: this net is small, and on 2 busy cores two threads made it ~30x slower (measured)
         with torch_threads(1):  # small ops: splitting them over busy cores was 10-40x slower
             return self._refine(ctx)
 
