@@ -4,6 +4,7 @@ Public API (imported lazily, so `import engine.palette` stays light):
 
     from engine import Session, Snapshot, PropagationConfig
     from engine import EngineError, VideoError, ProjectError, FormatError
+    from engine import atomic_write_bytes   # write a whole file or nothing (the app's autosave uses it)
 
 See engine/session.py for the Session methods.
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "VideoError": "engine.errors",
     "ProjectError": "engine.errors",
     "FormatError": "engine.errors",
+    "atomic_write_bytes": "engine.atomic",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,8 +7,11 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
 
     s = Session.create(project_dir, video_path, short_side=480, embedder=None, refiner=None)
     s = Session.open(project_dir, embedder=None, refiner=None)   # refiner None: the project's choice
+    s = Session.open_sample_copy(dest)          # a writable copy of the bundled sample project
     s.set_refiner(name | instance | None) ; s.refiner_name -> str  # kept in project.json settings
+    Session.refiner_names() -> ["none", ...]    # what set_refiner accepts
     s.video -> VideoSource ; s.project -> Project ; s.objects -> dict[int, ObjectInfo]
+    s.folder -> Path ; s.dirty -> bool ; s.masked_frames() -> list[int] ; s.keyframes() -> {obj_id: set[int]}
     s.add_object(name=None, category="object", color=None) -> ObjectInfo
     s.update_object(obj_id, name=None, category=None, color=None, hidden=None, locked=None) -> ObjectInfo
     s.remove_object(obj_id) -> None
@@ -26,7 +29,8 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.confidence(t) -> dict[obj_id, float]   # 0..1; {} for frames never propagated
     s.frames_most_likely_wrong(n=10) -> list[int]              # lowest confidence first
     s.snapshot(frames=None) -> Snapshot ; s.restore(snapshot)   # undo/redo; None = all masked frames
-    s.save() ; s.export(out_dir, fmt, progress=None) -> list[Path]
+    s.save() ; s.save_as(folder) ; s.export(out_dir, fmt, progress=None) -> list[Path]
+    Snapshot.to_bytes() -> bytes ; Snapshot.from_bytes(data, where) -> Snapshot   # undo state as data (autosave)
     s.last_timing -> dict (e.g. {"click_ms": 12.3, "propagate_fps": 71.0})
     s.close()
 
@@ -58,11 +62,13 @@ from different threads: serialise them (the GUI does so with its own lock).
 from __future__ import annotations
 
 import copy
+import io
 import json
 import threading
 import time
+import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -70,7 +76,7 @@ import numpy as np
 
 from engine.atomic import atomic_write_json
 from engine.errors import ProjectError
-from engine.project import Interaction, ObjectInfo, Project
+from engine.project import SAMPLE_PROJECT, Interaction, ObjectInfo, Project, open_sample_copy
 from engine import interaction as edits
 from engine.propagation import PropagationConfig, PropagationTask, Propagator, object_spans
 from engine.upsample import resize_ids
@@ -87,7 +93,10 @@ CLICK_REFS = "both"
 @dataclass
 class Snapshot:
     """Undo state of some frames: their masks (PNG bytes, None = no mask), plus objects,
-    keyframes, corrected keyframes, interaction log and confidences (all small)."""
+    keyframes, corrected keyframes, interaction log and confidences (all small).
+
+    `to_bytes` stores it as data, never as code: a zip of snapshot.json and masks/NNNNN.png;
+    `from_bytes` validates every field and raises ProjectError naming `where` for anything else."""
     masks: dict
     objects: dict
     next_object_id: int
@@ -96,6 +105,100 @@ class Snapshot:
     confidence: dict
     corrected: dict = field(default_factory=dict)
     frames: list = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format": SNAPSHOT_FORMAT,
+            "frames": [int(t) for t in self.frames],
+            "masks": {str(t): data is not None for t, data in self.masks.items()},
+            "objects": [{**asdict(o), "color": list(o.color)} for o in self.objects.values()],
+            "next_object_id": int(self.next_object_id),
+            "keyframes": {str(o): sorted(v) for o, v in self.keyframes.items()},
+            "corrected": {str(o): sorted(v) for o, v in self.corrected.items()},
+            "interactions": [{**asdict(i), "points": [list(p) for p in i.points]} for i in self.interactions],
+            "confidence": {str(t): {str(o): float(v) for o, v in c.items()} for t, c in self.confidence.items()},
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("snapshot.json", json.dumps(doc))
+            for t, data in self.masks.items():
+                if data is not None:
+                    z.writestr(f"masks/{int(t):05d}.png", data)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where) -> "Snapshot":
+        from engine.palette import decode_id_png
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                doc = json.loads(z.read("snapshot.json"))
+                if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+                    raise ValueError(f"not a {SNAPSHOT_FORMAT} file")
+                masks = {}
+                for key, present in dict(doc["masks"]).items():
+                    t = _index(key)
+                    masks[t] = z.read(f"masks/{t:05d}.png") if _flag(present) else None
+                    if masks[t] is not None:
+                        decode_id_png(masks[t], f"{where}: frame {t}")
+            objects = {}
+            for o in doc["objects"]:
+                info = ObjectInfo(_index(o["id"]), _text(o["name"]), _text(o["category"]),
+                                  tuple(_byte(c) for c in o["color"]), _flag(o["hidden"]), _flag(o["locked"]))
+                if len(info.color) != 3:
+                    raise ValueError(f"object {info.id}: colour {o['color']!r}")
+                objects[info.id] = info
+            interactions = [Interaction(_text(i["kind"]), _index(i["frame"]), _index(i["object_id"]),
+                                        _flag(i["positive"]), [(_num(x), _num(y)) for x, y in i["points"]],
+                                        None if i["radius"] is None else _num(i["radius"]), _num(i["time"]))
+                            for i in doc["interactions"]]
+            return cls(
+                masks=masks, objects=objects, next_object_id=_index(doc["next_object_id"]),
+                keyframes={_index(o): frozenset(_index(t) for t in v) for o, v in dict(doc["keyframes"]).items()},
+                corrected={_index(o): frozenset(_index(t) for t in v) for o, v in dict(doc["corrected"]).items()},
+                interactions=interactions,
+                confidence={_index(t): {_index(o): _num(v) for o, v in dict(c).items()}
+                            for t, c in dict(doc["confidence"]).items()},
+                frames=[_index(t) for t in doc["frames"]])
+        except ProjectError:
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
+            raise ProjectError(where, f"not a readable snapshot ({type(e).__name__}: {e})") from None
+
+
+SNAPSHOT_FORMAT = "vos-snapshot-1"
+
+
+def _index(v) -> int:
+    """A non-negative int, also from a JSON object key."""
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _byte(v) -> int:
+    if _index(v) > 255:
+        raise ValueError(f"expected 0..255, got {v!r}")
+    return v
+
+
+def _num(v) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _flag(v) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _text(v) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
 
 
 class Session:
@@ -132,6 +235,19 @@ class Session:
         """Open an existing project folder (ProjectError if it is not a valid project)."""
         return cls(Project.load(project_dir), embedder, refiner, config)
 
+    @classmethod
+    def open_sample_copy(cls, dest_folder, embedder=None, refiner=None) -> "Session":
+        """Copy the bundled sample project (video included) to an absent or empty folder and open the copy."""
+        return cls(open_sample_copy(dest_folder), embedder, refiner)
+
+    SAMPLE_NAME = SAMPLE_PROJECT.name  # the sample project's folder name, for where to keep its copy
+
+    @staticmethod
+    def refiner_names() -> list[str]:
+        """What set_refiner accepts by name: "none" (off) first, then every registered refiner."""
+        from engine.refiners import available_refiners
+        return ["none", *available_refiners()]
+
     def set_refiner(self, refiner) -> None:
         """Refine every propagated frame with `refiner`: a registered name, an instance, or None (off).
 
@@ -165,6 +281,25 @@ class Session:
     @property
     def video(self):
         return self.project.video
+
+    @property
+    def folder(self) -> Path:
+        """The project folder (it changes with save_as)."""
+        return Path(self.project.folder)
+
+    @property
+    def dirty(self) -> bool:
+        """True when something changed since the last save."""
+        return self.project.dirty
+
+    def masked_frames(self) -> list[int]:
+        """Frames that hold a mask (annotated or propagated), ascending."""
+        return self.project.masks.frames()
+
+    def keyframes(self) -> dict[int, set[int]]:
+        """{obj_id: its keyframes} (a copy)."""
+        with self.lock:
+            return {o: set(v) for o, v in self.project.keyframes.items()}
 
     @property
     def objects(self) -> dict[int, ObjectInfo]:
@@ -559,12 +694,26 @@ class Session:
         """Atomic save of the project (and the confidence hints beside the embedding cache)."""
         with self.lock:
             self.project.save()
+            self._save_confidence()
+
+    def _save_confidence(self) -> None:
+        with self.lock:
             doc = {"frames": {str(t): {str(o): v for o, v in c.items()}
                               for t, c in sorted(self._confidence.items())}}
             try:
                 atomic_write_json(self._confidence_path(), doc)
             except OSError:
                 pass  # hints only; the project itself is saved
+
+    def save_as(self, folder) -> None:
+        """Write the whole project to a folder holding no project yet, which becomes this session's folder;
+        the confidence hints and the embedding cache go with it, so nothing is recomputed there."""
+        with self.lock:
+            self.project.save_as(folder)
+            if self._cache is not None:
+                old, self._cache = self._cache, self._cache.copy_to(Path(self.project.folder) / "cache")
+                old.close()
+            self._save_confidence()
 
     def native_mask(self, t: int) -> np.ndarray:
         """(H, W) uint8 ids of frame t at the video's native size (smooth label upscaling)."""

@@ -327,3 +327,46 @@ def test_real_davis_sequence(davis_root, tmp_path):
         disagree = (s.probabilities(t)[obj.id] > 0.5) != (s.mask(t) == obj.id)
         assert disagree.mean() < 1e-4, disagree.mean()
     s.close()
+
+
+def test_save_as_takes_confidence_and_embeddings_to_the_new_folder(square, tmp_path):
+    s, gt = square
+    obj = s.add_object("square")
+    s.click(0, obj.id, *centre(gt[0]))
+    for _ in s.propagate(0, "forward"):
+        pass
+    conf = {t: s.confidence(t) for t in range(len(s))}
+    embedded = [t for t in range(len(s)) if s.is_embedded(t)]
+    old = s.folder
+    s.save_as(tmp_path / "copy")
+    assert s.folder == tmp_path / "copy" and not s.dirty
+    assert s.masked_frames() == list(range(12)) and s.keyframes() == {obj.id: {0}}
+    reopened = Session.open(tmp_path / "copy", embedder=s.embedder)
+    try:
+        assert {t: reopened.confidence(t) for t in range(len(s))} == conf
+        assert [t for t in range(len(s)) if reopened.cache.has(t)] == embedded
+        assert np.array_equal(reopened.cache.get(3), s.cache.get(3))
+    finally:
+        reopened.close()
+    s.click(5, obj.id, *centre(gt[5]), positive=False)  # later edits and saves go to the new folder
+    s.save()
+    assert Session.open(tmp_path / "copy", embedder=s.embedder).keyframes() == {obj.id: {0, 5}}
+    assert Session.open(old, embedder=s.embedder).keyframes() == {}  # the old folder keeps its last save
+
+
+def test_snapshot_is_stored_as_validated_data(square, tmp_path):
+    from engine import Snapshot
+    s, gt = square
+    obj = s.add_object("square")
+    s.click(0, obj.id, *centre(gt[0]))
+    for _ in s.propagate(0, "forward"):
+        pass
+    snap, before = s.snapshot(), s.mask(4)
+    back = Snapshot.from_bytes(snap.to_bytes(), "autosave")
+    assert back == snap
+    s.set_object_mask(4, obj.id, np.zeros(gt[4].shape, bool))
+    s.restore(back)
+    assert np.array_equal(s.mask(4), before) and before.any()
+    for bad in (b"", b"garbage", snap.to_bytes()[:200], snap.to_bytes().replace(b'"hidden": false', b'"hidden": 7')):
+        with pytest.raises(ProjectError, match="^autosave: "):
+            Snapshot.from_bytes(bad, "autosave")

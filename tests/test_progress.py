@@ -1,0 +1,59 @@
+"""Command-line progress: a bar on a terminal, periodic plain lines in a log, silence when quiet."""
+
+import io
+
+import pytest
+
+from engine import progress
+from engine.progress import Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _loud():
+    progress.configure(quiet=False)
+    yield
+    progress.configure(quiet=False)
+
+
+def test_log_lines_give_count_rate_and_eta(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    out = io.StringIO()
+    with Progress("embedding", total=4, stream=out) as bar:
+        bar.update()
+        bar.update(2)
+        bar.callback(4, 4)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("embedding: 1/4 frames (25%)") and "frames/s" in lines[0] and "ETA" in lines[0]
+    assert lines[-1].startswith("embedding: 4/4 frames (100%)") and "done in" in lines[-1]
+    assert "\r" not in out.getvalue()  # no bar redraws in a log file
+
+
+def test_log_is_throttled_but_always_ends_with_a_line():
+    out = io.StringIO()
+    with Progress("propagating", total=1000, stream=out) as bar:
+        for _ in range(1000):
+            bar.update()
+    assert out.getvalue().splitlines() == [out.getvalue().splitlines()[-1]]
+    assert out.getvalue().startswith("propagating: 1000/1000 frames (100%)")
+
+
+def test_terminal_gets_a_tqdm_bar():
+    out = _Terminal()
+    with Progress("export", total=3, unit="file", stream=out) as bar:
+        bar.update(3)
+    text = out.getvalue()
+    assert "export" in text and "3/3" in text and "file" in text and "\r" in text
+
+
+def test_quiet_prints_nothing(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    progress.configure(quiet=True)
+    for stream in (io.StringIO(), _Terminal()):
+        with Progress("x", total=2, stream=stream) as bar:
+            bar.update(2)
+        assert stream.getvalue() == ""
