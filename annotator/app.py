@@ -74,21 +74,20 @@ def wait_until(predicate, timeout: float) -> bool:
 def take_screenshot(window, out: str, frame: int | None = None, timeout: float = 600) -> bool:
     """Propagate if needed, show a propagated frame, grab the window to `out`."""
     doc = window.doc
+    keys = sorted(set().union(*doc.keyframes().values()))
     if not doc.has_propagation():
-        keys = sorted(set().union(*doc.keyframes().values())) if doc.keyframes() else []
         annotated = [t for t in keys if doc.mask(t).any()]
         if annotated:
             doc.set_frame(annotated[0])
-            window.propagate("both")
-    ok = wait_until(lambda: window.job is None and window._pending_propagation is None, timeout)
+            window.jobs.propagate("both")
+    ok = wait_until(window.jobs.idle, timeout)
     if frame is None:
-        keys = set().union(*doc.keyframes().values()) if doc.keyframes() else set()
         present = [t for t in range(doc.n) if doc.presence[t].any() and t not in keys]
         frame = present[len(present) // 2] if present else doc.frame
-    window.goto_frame(frame)
+    window.view.goto_frame(frame)
     wait_until(lambda: False, 0.2)
     saved = window.grab().save(out)
-    return saved and ok and not getattr(window, "last_error", None)   # an engine failure was printed
+    return saved and ok and not window.last_error   # an engine failure was printed
 
 
 def install_excepthook(window) -> None:
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         window.interactive = False
         window.show()
-        if not window.open_path(args.path):
+        if not window.files.open_path(args.path):
             return 1
         ok = take_screenshot(window, args.screenshot, args.frame)
         window.close()
@@ -121,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     window.restore_layout()
     window.show()
-    if not window.offer_recovery():
-        window.open_path(args.path)
+    if not window.files.offer_recovery():
+        window.files.open_path(args.path)
     return app.exec()
 
 

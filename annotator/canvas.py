@@ -5,15 +5,25 @@ covers [x, x+1) x [y, y+1)). The canvas only reports gestures as signals in thos
 the main window turns them into engine edits.
 """
 
+from dataclasses import dataclass
+
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsPixmapItem,
                                QGraphicsScene, QGraphicsView)
 
-TOOLS = {
-    "click+": "Positive click", "click-": "Negative click",
-    "scribble+": "Positive scribble", "scribble-": "Negative scribble",
-    "brush": "Brush", "eraser": "Eraser", "polygon": "Polygon / lasso",
+
+@dataclass(frozen=True)
+class Tool:
+    name: str     # side panel: "Positive click"
+    short: str    # status bar: "Click +"
+
+
+TOOLS = {   # the one table of tools, in toolbar order (menu texts and keys: annotator.actions)
+    "click+": Tool("Positive click", "Click +"), "click-": Tool("Negative click", "Click −"),
+    "scribble+": Tool("Positive scribble", "Scribble +"), "scribble-": Tool("Negative scribble", "Scribble −"),
+    "brush": Tool("Brush", "Brush"), "eraser": Tool("Eraser", "Eraser"),
+    "polygon": Tool("Polygon / lasso", "Polygon"),
 }
 STROKE_TOOLS = ("scribble+", "scribble-", "brush", "eraser")
 _POLY_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape, Qt.Key.Key_Backspace)

@@ -132,7 +132,7 @@ def project(tmp_path):
 
 
 def wait_idle(qtbot, window, timeout=60_000):
-    qtbot.waitUntil(lambda: window.job is None and window._pending_propagation is None, timeout=timeout)
+    qtbot.waitUntil(lambda: window.jobs.idle(), timeout=timeout)
 
 
 def open_window(qtbot, path):
@@ -142,7 +142,7 @@ def open_window(qtbot, path):
     w.resize(1100, 720)
     w.show()
     qtbot.waitExposed(w)
-    assert w.open_path(path)
+    assert w.files.open_path(path)
     wait_idle(qtbot, w)
     return w
 
