@@ -252,7 +252,7 @@ class MainWindow(QMainWindow):
     def detach_document(self) -> None:
         """Disconnect the current document's signals (before replacing it or closing)."""
         doc = self.doc
-        if doc is None or not getattr(doc, "attached", False):
+        if doc is None or not doc.attached:
             return
         doc.attached = False
         for sig in (doc.frameChanged, doc.masksChanged, doc.objectsChanged, doc.selectionChanged,

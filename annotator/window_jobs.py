@@ -140,16 +140,15 @@ class JobsController(QObject):
 
     # -- shared plumbing -------------------------------------------------------------------------
     def _start(self, run, label: str) -> None:
-        self.running = run
-        run.thread.progress.connect(self._on_progress)
-        run.thread.ended.connect(self._on_ended)
+        self.running = run    # a late signal of a run stopped meanwhile is ignored: it names its run
+        run.thread.progress.connect(lambda done, total, item: self._on_progress(run, done, total, item))
+        run.thread.ended.connect(lambda status, error: self._on_ended(run, status, error))
         self.w.show_job(label, run.thread.total)
         self.w.sync_enabled()
         run.thread.start()
 
-    def _on_progress(self, done: int, total: int, item) -> None:
-        run = self.running
-        if run is None:
+    def _on_progress(self, run, done: int, total: int, item) -> None:
+        if run is not self.running:
             return
         if isinstance(run, Propagation) and item is not None:
             self._on_propagated(run, item)
@@ -162,10 +161,10 @@ class JobsController(QObject):
                     self.w.timeline.strip.set_embedded(doc.embedded)
         self.w.job_progress(done, total, fmt_seconds(run.thread.eta_seconds()))
 
-    def _on_ended(self, status: str, error: str) -> None:
-        run, self.running = self.running, None
-        if run is None:
+    def _on_ended(self, run, status: str, error: str) -> None:
+        if run is not self.running:
             return
+        self.running = None
         thread = run.thread
         thread.wait()
         self.w.show_job(None)
@@ -205,4 +204,4 @@ class JobsController(QObject):
         if run is not None:
             run.thread.cancel()
             run.thread.wait()
-            self._on_ended(run.thread.status if run.thread.status != "running" else "cancelled", "")
+            self._on_ended(run, run.thread.status if run.thread.status != "running" else "cancelled", "")

@@ -226,7 +226,7 @@ def test_cancel_propagation_midway_keeps_project_consistent(window, qtbot, proje
     assert all(not doc.mask(t).any() for t in range(1, doc.n))
     window.edits.redo()
     assert window.files.save()
-    from engine.session import Session
+    from engine import Session
     again = Session.open(project)
     assert [t for t in range(1, doc.n) if again.mask(t).any()] == done
     again.close()

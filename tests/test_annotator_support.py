@@ -45,7 +45,7 @@ def square_mask(t: int) -> np.ndarray:
 
 def make_project(root: Path, n: int = 10, annotate: bool = True) -> Path:
     """A saved project on a synthetic video with object 1 ('square') marked on frame 0."""
-    from engine.session import Session
+    from engine import Session
     frames = make_frames(root / "frames", n)
     folder = root / "square.vosproj"
     s = Session.create(folder, frames)
