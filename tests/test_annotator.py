@@ -232,6 +232,24 @@ def test_cancel_propagation_midway_keeps_project_consistent(window, qtbot, proje
     again.close()
 
 
+def test_opening_another_project_mid_propagation_stops_it_cleanly(window, qtbot, tmp_path):
+    from tests.test_annotator_support import make_project
+    s = window.doc.session
+    real = s.propagate
+    s.propagate = lambda *a, **k: _slow(real(*a, **k))
+    window.view.goto_frame(0)
+    window.jobs.propagate("forward")
+    qtbot.waitUntil(lambda: window.jobs.propagating() and window.jobs.running.thread.done >= 1, timeout=30_000)
+    other = make_project(tmp_path / "other")
+    assert window.files.open_path(other)                   # unsaved changes: the test answers "discard"
+    embedding = window.jobs.running                        # the new project's embedding pass
+    assert embedding is not None and not window.jobs.propagating()
+    qtbot.wait(300)                                        # the stopped run's last signals arrive now
+    assert window.jobs.running is embedding and window.job_bar.isVisible()
+    wait_idle(qtbot, window)
+    assert window.doc.folder == other and window.doc.undo_stack.count() == 0
+
+
 def test_event_loop_stays_responsive_while_propagating(window, qtbot):
     gaps, last = [], [time.perf_counter()]
 
