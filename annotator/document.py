@@ -183,12 +183,12 @@ class Document(QObject):
 
     def compute_stats(self, frames, ids_of=None) -> tuple:
         """(frames, (k, 256) bool presence, (k,) float32 confidence); read-only, any thread."""
-        frames = list(frames)
-        masked = set(self.session.masked_frames())
+        frames, known = list(frames), ids_of or {}
+        masked = set(self.session.masked_frames()) if any(t not in known for t in frames) else ()
         presence = np.zeros((len(frames), 256), bool)
         conf = np.full(len(frames), np.nan, np.float32)
         for i, t in enumerate(frames):
-            ids = ids_of.get(t) if ids_of else None
+            ids = known.get(t)
             if ids is None and t in masked:
                 ids = self.session.mask(t)
             if ids is not None:

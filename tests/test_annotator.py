@@ -297,6 +297,30 @@ def test_every_action_in_the_table_runs(window, qtbot, monkeypatch):
     assert window.doc is not None and window.isVisible()
 
 
+def test_annotator_uses_only_the_engines_public_face():
+    """annotator/ imports `engine` and `engine.errors` only, never reaches into a Session, never pickles."""
+    import ast
+    from pathlib import Path
+    internals = {"project", "cache", "embedder", "config", "lock", "_project", "_cache"}
+    for path in sorted((Path(__file__).resolve().parents[1] / "annotator").glob("*.py")):
+        source = path.read_text()
+        assert "pickle" not in source, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                names = []
+            for name in names:
+                if name == "engine" or name.startswith("engine."):
+                    assert name in ("engine", "engine.errors"), f"{path.name}:{node.lineno} imports {name}"
+            if isinstance(node, ast.Attribute) and node.attr in internals:
+                owner = node.value
+                owner = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", None)
+                assert owner not in ("session", "s"), f"{path.name}:{node.lineno} uses session.{node.attr}"
+
+
 def test_overlay_modes(qapp):
     from annotator import overlay
     ids = np.zeros((20, 30), np.uint8)
