@@ -143,7 +143,7 @@ class Document(QObject):
                 self.session.restore(snapshot)
                 out["stats"] = self.compute_stats(frames)
 
-        if self.runner is not None and len(snapshot.masks) > ASYNC_RESTORE_FRAMES:
+        if self.runner is not None and len(frames) > ASYNC_RESTORE_FRAMES:
             self.runner(work, lambda: self._restored(frames, select, out.get("stats")))
         else:
             work()
