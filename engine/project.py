@@ -323,7 +323,7 @@ class Project:
         for t in project.masks.frames():
             unknown = sorted(set(project.masks.ids(t)) - set(project.objects))
             if unknown:
-                raise ProjectError(project.masks.folder / project.masks._file[t],
+                raise ProjectError(project.masks.folder / project.masks._committed[t],
                                    f"frame {t} holds object id(s) {', '.join(map(str, unknown))}, which no object "
                                    f"in {pj} lists; add the object(s) there or restore the last good save")
         project._check_refiner(pj)
