@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.atomic import atomic_write_bytes, atomic_write_json, fsync_folder, why
+from engine.atomic import atomic_write_bytes, fsync_folder, why
 from engine.errors import EngineError, ProjectError, StorageError
 from engine.palette import PALETTE, decode_id_png, encode_id_png
 from engine.video import VideoSource, open_video
@@ -242,7 +242,10 @@ class MaskStore:
             self._dirty -= {t for t in dirty if self._file.get(t) == new.get(t)}
         if prune:
             for name in set(old.values()) - set(new.values()):
-                (self.folder / name).unlink(missing_ok=True)  # a failure here leaves a leftover for the next open
+                try:
+                    (self.folder / name).unlink()
+                except OSError:
+                    pass  # already gone, or a leftover for the next open to remove
 
 
 class Project:
@@ -397,14 +400,23 @@ class Project:
                     written.append(name)
                 if written:
                     fsync_folder(masks_dir)
-                atomic_write_json(folder / PROJECT_FILE, doc)  # the commit
+                # the commit: when this raises, project.json was not replaced
+                atomic_write_bytes(folder / PROJECT_FILE, json.dumps(doc, indent=2).encode("utf-8"),
+                                   sync_folder=False)
             except OSError as e:
                 for name in written:
-                    (masks_dir / name).unlink(missing_ok=True)
+                    try:
+                        (masks_dir / name).unlink()
+                    except OSError:
+                        pass  # unlisted: the next open removes it
                 raise StorageError(e.filename or folder, f"cannot save the project ({why(e)}); "
                                                          "the last save on disk is unchanged") from None
             self._meta_dirty = False
             self.masks._committed_as(listing, dirty, prune)
+            try:
+                fsync_folder(folder)  # makes the commit durable (a power cut before it may keep the last save)
+            except OSError as e:
+                raise StorageError(folder, f"saved, but the folder could not be synced to disk ({why(e)})") from None
 
     def _drop_stray_ids(self) -> None:
         """Keep the saved state one that opens: pixels of removed objects (left by a propagation that raced
