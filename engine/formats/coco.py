@@ -134,7 +134,7 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
     anns_by_image: dict[object, list[tuple[int, dict]]] = defaultdict(list)
     for i, a in enumerate(annotations):
         where = f"annotations[{i}]"
-        image_id = need(a, "image_id", path, where)
+        image_id = need(a, "image_id", path, where, (int, str))
         need(a, "segmentation", path, where)
         if image_id not in image_by_id:
             raise FormatError(path, f"{where}: image_id {image_id} is not in 'images'")
@@ -181,8 +181,9 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
                 continue
             raw = o.get("track_id")
             identity = all(k == v for k, v in id_map.items())
-            if raw in id_map or (identity and isinstance(raw, int) and not isinstance(raw, bool)
-                                 and 1 <= raw <= 255):
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                continue
+            if raw in id_map or (identity and 1 <= raw <= 255):
                 oid = id_map.get(raw, raw)
                 objects[oid] = ObjectMeta(oid, o.get("name", ""), o.get("category") or
                                           category_of(cat_names, o.get("category_id")), o.get("color"))
