@@ -97,7 +97,7 @@ def check_output_file(path: str | Path) -> Path:
     """`path` as an output file (an existing folder is fine: the file goes inside it); refused like
     `check_output_folder` when its folder cannot be made."""
     path = Path(path)
-    _check_writable_ancestor(path)
+    _check_writable_ancestor(path if _exists(path) and path.is_dir() else path.parent)
     return path
 
 
@@ -114,6 +114,7 @@ def _exists(path: Path) -> bool:
 
 
 def _check_writable_ancestor(path: Path) -> None:
+    """The nearest existing folder of `path` (itself included) must be a writable folder."""
     for folder in (path, *path.parents):
         if _exists(folder):
             if not folder.is_dir():

@@ -719,7 +719,7 @@ def _check_mask_files(listing: dict, ids: set[int], n: int, pj: Path) -> None:
         where = f"mask_files.{_shown(key)}"
         if not _is_index(key, n):
             raise ProjectError(pj, f"mask_files: key {_shown(key)} is not a frame index 0..{n - 1}")
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not isinstance(entry.get("ids"), list):
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("ids"), list)):
             raise ProjectError(pj, f"{where}: expected {{\"file\": name, \"ids\": [object ids]}}, got {_shown(entry)}")
         m = MASK_FILE.match(entry["file"])
         if not m or int(m.group(1)) != int(key):

@@ -87,6 +87,9 @@ def test_convert_destination_that_is_a_file_or_inside_one(tmp_path, capsys, to):
     with pytest.raises(StorageError, match=f"{blocker}: is a file, not a folder"):
         convert(src, blocker, to="binary")
     assert blocker.read_text() == "keep me"
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    assert convert(src, old, to="coco") == [old] and "images" in json.loads(old.read_text())  # replacing is fine
 
 
 def test_binary_convert_keeps_every_video_inside_dst(tmp_path):

@@ -109,7 +109,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, src_format: str | None
         with staged_output(dst) as stage:
             if len(videos) == 1:
                 return publish(stage, dst, save_binary_masks(videos[0], stage, progress=progress))
-            written = [p for v, name in zip(videos, names) for p in save_binary_masks(v, stage / name, progress=progress)]
+            written = [p for v, name in zip(videos, names)
+                       for p in save_binary_masks(v, stage / name, progress=progress)]
             publish(stage, dst, [stage / name for name in names])
             return [dst / p.relative_to(stage) for p in written]
     if dst.is_dir():
