@@ -304,12 +304,12 @@ def test_video_path_with_nul_byte_or_5000_characters_in_project_json(saved):
     _refused(saved, "project.json: video 'xxx", "(5000 characters)", "File name too long")
 
 
-@pytest.mark.parametrize("schema", [1, 2])
-def test_schema_1_masks_are_checked_by_decoding(saved, schema):
+@pytest.mark.parametrize("fault", ["unknown id", "truncated"])
+def test_schema_1_masks_are_checked_by_decoding(saved, fault):
     """A schema 1 project has no listing: its masks are decoded on load, so the same faults are found."""
     _to_schema_1(saved)
     f = saved / "masks" / "00003.png"
-    if schema == 1:
+    if fault == "unknown id":
         cv2.imwrite(str(f), _square(77, 0, 0))
         _refused(saved, f"{f}: frame 3 holds object id(s) 77, which no object in")
     else:
@@ -373,11 +373,12 @@ def test_full_disk_save_names_the_file_and_keeps_the_last_save(tmp_path, small_d
     for k in range(3000):  # a long log: project.json grows by ~600 kB
         p.log(Interaction("click", k % 12, 1, True, [(1.0, 2.0)], time=float(k)))
 
-    for leave in (4 * 1024, 300 * 1024):  # no room for the masks; room for the masks but not for project.json
+    # no room for the masks; room for the masks but not for project.json
+    for leave, culprit in ((4 * 1024, r"masks/\d{5}\.[0-9a-f]{16}\.png"), (300 * 1024, r"project\.json")):
         (small_disk / "filler").unlink(missing_ok=True)
         _fill(small_disk, leave)
-        with pytest.raises(StorageError, match=r"/proj/(masks/\d{5}\.[0-9a-f]{16}\.png|project\.json): cannot save "
-                                               r"the project \(No space left on device\); the last save on disk"):
+        with pytest.raises(StorageError, match=f"/proj/{culprit}: cannot save the project \\(No space left on "
+                                               "device\\); the last save on disk is unchanged"):
             p.save()
         assert (_tree(p.folder), (p.folder / "project.json").read_bytes()) == saved_state
         assert p.dirty
