@@ -215,3 +215,22 @@ def test_save_writes_only_the_changed_frames(start):
     after = {n: (folder / "masks" / n).stat().st_mtime_ns for n in os.listdir(folder / "masks")}
     assert len(set(after) - set(before)) == 1 and len(set(before) - set(after)) == 1
     assert all(after[n] == before[n] for n in set(after) & set(before))  # 11 files untouched
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the save lock is a POSIX advisory lock")
+def test_opening_during_another_save_keeps_that_saves_files(start):
+    import fcntl
+
+    folder, _ = start
+    in_progress = folder / "masks" / "00003.0123456789abcdef.png"  # written, not yet committed
+    in_progress.parent.mkdir(exist_ok=True)
+    in_progress.write_bytes(b"a save in progress")
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what another process's save holds
+        Project.load(folder)
+        assert in_progress.exists()
+    finally:
+        os.close(fd)
+    Project.load(folder)
+    assert not in_progress.exists()  # with no save running, an unlisted file is a leftover
