@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"vos-engine: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment, not our input: still one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vos-engine: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vos-engine: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import check_output_folder
 from engine.errors import FormatError
 from engine.palette import read_id_png
 from engine.project import open_sample_copy
@@ -25,8 +26,10 @@ def propagate_file(
     """Propagate the objects of one annotated frame through a whole video and export them.
 
     `mask` is an indexed (ids) or 0/255 PNG of frame `frame`, at the video's native or working size.
-    The project is kept in `project_dir` when given, else in a temporary folder.
+    The project is kept in `project_dir` when given, else in a temporary folder. `out` is checked before the
+    propagation starts, so a bad destination costs no work.
     """
+    check_output_folder(out)
     with tempfile.TemporaryDirectory(prefix="vos-propagate-") as tmp:
         session = Session.create(Path(project_dir or Path(tmp) / "project"), video, refiner=refiner)
         try:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ProjectError, VideoError
+from engine.errors import ProjectError, StorageError, VideoError
 from engine.palette import PALETTE, read_id_png
 from engine.project import SAMPLE_PROJECT, Interaction, Project, open_sample_copy
 
@@ -61,13 +61,16 @@ def test_create_save_load_round_trip(project):
     assert p.masks.frames() == [0, 7] and p.masks.has(7) and not p.masks.has(3)
     assert np.array_equal(p.masks.get(0), project.masks.get(0))
     assert not p.masks.get(3).any() and p.masks.get(3).shape == (60, 80)
-    assert np.array_equal(read_id_png(project.folder / "masks" / "00007.png"), _square(1, 10, 10))
     doc = json.loads((project.folder / "project.json").read_text())
-    assert doc["schema_version"] == 1 and doc["video"] == "../clip.avi"
+    assert doc["mask_files"]["7"]["ids"] == [1] and doc["mask_files"]["0"]["ids"] == [1, 2]
+    assert np.array_equal(read_id_png(project.folder / "masks" / doc["mask_files"]["7"]["file"]), _square(1, 10, 10))
+    assert sorted(os.listdir(project.folder / "masks")) == sorted(e["file"] for e in doc["mask_files"].values())
+    assert doc["schema_version"] == 2 and doc["video"] == "../clip.avi"
     assert doc["native_size"] == [160, 120] and doc["working_size"] == [80, 60] and doc["num_frames"] == N
 
 
 def test_only_dirty_masks_are_rewritten_and_deleted_masks_removed(project, monkeypatch):
+    project.add_object()
     project.masks.set(1, _square(1, 0, 0))
     project.masks.set(2, _square(1, 0, 0))
     project.save()
@@ -77,8 +80,9 @@ def test_only_dirty_masks_are_rewritten_and_deleted_masks_removed(project, monke
     project.masks.set(2, _square(1, 20, 20))
     project.masks.delete(1)
     project.save()
-    assert written == ["00002.png", "project.json"]
-    assert not (project.folder / "masks" / "00001.png").exists()
+    new_file = json.loads((project.folder / "project.json").read_text())["mask_files"]["2"]["file"]
+    assert written == [new_file, "project.json"] and new_file.startswith("00002.")
+    assert os.listdir(project.folder / "masks") == [new_file]  # frame 1's file and frame 2's old file are gone
     assert Project.load(project.folder).masks.frames() == [2]
 
 
@@ -96,12 +100,14 @@ def test_crash_during_save_leaves_previous_project_loadable(project, monkeypatch
             raise OSError("simulated crash")
         real(a, b)
 
+    masks_before = sorted(os.listdir(project.folder / "masks"))
     monkeypatch.setattr(os, "replace", crash_on_project_json)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(StorageError, match="project.json: cannot save the project .simulated crash.; the last save"):
         project.save()
     monkeypatch.setattr(os, "replace", real)
+    assert sorted(os.listdir(project.folder / "masks")) == masks_before  # frame 3's new file was removed
     p = Project.load(project.folder)
-    assert [o.name for o in p.objects.values()] == ["before"]
+    assert [o.name for o in p.objects.values()] == ["before"] and p.masks.frames() == [0]
     assert not any(n.endswith(".tmp") for n in os.listdir(project.folder))
     assert project.dirty  # nothing claims to be saved
 
@@ -180,7 +186,7 @@ def _edit(folder, change):
 
 
 @pytest.mark.parametrize("change, pattern", [
-    (lambda d: d.update(schema_version=2), "schema_version 2 is newer"),
+    (lambda d: d.update(schema_version=3), "schema_version 3 is newer"),
     (lambda d: d.update(schema_version=0), "unknown schema_version 0"),
     (lambda d: d.pop("schema_version"), "missing or invalid schema_version"),
     (lambda d: d.pop("objects"), "top level: missing key 'objects'"),
@@ -212,9 +218,12 @@ def test_load_errors_for_missing_folder_file_and_bad_json(tmp_path, project):
 
 
 def test_bad_mask_file_is_named(project):
-    (project.folder / "masks").mkdir()
-    cv2.imwrite(str(project.folder / "masks" / "00004.png"), np.zeros((10, 10), np.uint8))
-    with pytest.raises(ProjectError, match="00004.png: mask is 10x10, expected the working size 80x60"):
+    project.add_object()
+    project.masks.set(4, _square(1, 0, 0))
+    project.save()
+    (listed,) = (project.folder / "masks").iterdir()
+    cv2.imwrite(str(listed), np.zeros((10, 10), np.uint8))
+    with pytest.raises(ProjectError, match=f"{listed}: mask is 10x10, expected the working size 80x60"):
         Project.load(project.folder)
 
 
