@@ -319,7 +319,7 @@ def run_batch(videos: list[Video], out: str | Path, formats=("davis",), refiner:
         task = ray.remote(_task).options(
             num_cpus=threads, max_retries=1, retry_exceptions=True,
             runtime_env={"env_vars": {"VOS_ENGINE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}})
-        queue, running = list(todo), {}
+        queue, running, counts = list(todo), {}, {"done": 0, "failed": 0}
         with progress.Progress("batch", total=len(todo), unit="video") as bar:
             while queue or running:
                 while queue and len(running) < workers:
@@ -332,9 +332,9 @@ def run_batch(videos: list[Video], out: str | Path, formats=("davis",), refiner:
                         records[v.name] = ray.get(ref)
                     except ray.exceptions.RayError as exc:
                         records[v.name] = {"status": "failed", "reason": _one_line(exc)}
-                    frames += records[v.name].get("frames", 0) if records[v.name]["status"] == "done" else 0
-                    failed = sum(r["status"] == "failed" for r in records.values())
-                    bar.set_postfix(f"{bar.done - failed} done, {failed} failed, {len(running)} running, "
+                    counts[records[v.name]["status"]] += 1
+                    frames += records[v.name].get("frames", 0)
+                    bar.set_postfix(f"{counts['done']} done, {counts['failed']} failed, {len(running)} running, "
                                     f"{frames / (time.perf_counter() - started):.1f} frames/s")
                     bar.update()
     finally:
