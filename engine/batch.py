@@ -18,8 +18,9 @@ Failures. A bad SOURCE (unreadable manifest, bad row, missing file, two videos o
 (EngineError: one line, exit 2). What only opening a video shows (an undecodable video, a mask of another size, a
 frame outside the video) fails that video alone with its one-line message, without a retry: the same input fails the
 same way. Anything else that raises, and a worker process that dies, is retried once, then recorded as failed. A video
-without its done-marker is not done, whatever else of it is on disk: a rerun redoes it from scratch; --force redoes the
-done ones too, except a project changed since the batch made it (corrected in the annotator), which is never overwritten.
+without its done-marker is not done, whatever else of it is on disk: a rerun redoes it from scratch. A rerun also redoes
+a done video for --force, for a format or the --evaluate scores it lacks, but never one whose project changed since the
+batch made it (corrected in the annotator): that video is failed, its project left as it is.
 
 Threads: each task gets `threads` = the Ray instance's CPUs // workers cores, as VOS_ENGINE_THREADS and
 OMP_NUM_THREADS of its worker process, so torch and faiss both use that many (engine/threads.py).
@@ -293,38 +294,57 @@ def run_batch(videos: list[Video], out: str | Path, formats=("davis",), refiner:
 
     Uses the Ray instance of this process when there is one (ray.init before), else joins `address`, else starts a
     local instance with this machine's cores (and stops it at the end)."""
-    try:
-        import ray
-    except ImportError:
-        raise EngineError(None, "vos-engine batch needs Ray: pip install \".[cluster]\"") from None
     out = Path(out).absolute()
     records: dict[str, dict] = {}
     todo = []
     for v in videos:
-        done = _done_record(out, v.name, evaluate)
-        if done is None or (force and _project_hash(out, v.name) in (None, done.get("project_sha256"))):
-            todo.append(v)
-        elif force:
+        done = _done_record(out, v.name)
+        if done is not None and not force and set(formats) <= set(done["outputs"]) and (not evaluate or "JF" in done):
+            records[v.name] = {**done, "status": "skipped"}
+        elif done is not None and _project_hash(out, v.name) not in (None, done.get("project_sha256")):
             records[v.name] = {"status": "failed", "reason": f"{out / done['project']}: changed since the batch made "
                                "it (corrected in the annotator?); move it away to redo this video"}
         else:
-            records[v.name] = {**done, "status": "skipped"}
+            todo.append(v)
+    _say(f"{len(videos)} video(s): {len(videos) - len(todo)} done before, {len(todo)} to do")
     started = time.perf_counter()
-    frames = 0
+    workers, threads = _run(todo, records, address, workers, (str(out), tuple(formats), refiner, evaluate, embedder))
+    seconds = time.perf_counter() - started
+    ordered = {v.name: records[v.name] for v in videos}
+    frames = sum(records[v.name].get("frames", 0) for v in todo)
+    summary = {
+        "source": None if source is None else str(source), "formats": list(formats), "refiner": refiner or "none",
+        "workers": workers, "threads_per_worker": threads, "seconds": round(seconds, 2), "frames": frames,
+        "fps": round(frames / max(seconds, 1e-9), 2),
+        **{status: [n for n, r in ordered.items() if r["status"] == status] for status in ("done", "skipped", "failed")},
+        "videos": ordered,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _run(todo: list[Video], records: dict, address: str | None, workers: int | None, args: tuple):
+    """Run `_task(video, *args)` for each video of `todo`, `workers` at once, into records[name]; (workers, threads)."""
+    if not todo:
+        return None, None
+    try:
+        import ray
+    except ImportError:
+        raise EngineError(None, "vos-engine batch needs Ray: pip install \".[cluster]\"") from None
     own_instance = _connect(ray, address)
     try:
         workers, threads = _split(ray, workers)
-        _say(f"{len(videos)} video(s): {len(videos) - len(todo)} done before, {len(todo)} to do; "
-             f"{workers} at once x {threads} thread(s)")
+        _say(f"{workers} video(s) at once, {threads} thread(s) each")
         task = ray.remote(_task).options(
             num_cpus=threads, max_retries=1, retry_exceptions=True,
             runtime_env={"env_vars": {"VOS_ENGINE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}})
-        queue, running, counts = list(todo), {}, {"done": 0, "failed": 0}
+        queue, running, counts, frames = list(todo), {}, {"done": 0, "failed": 0}, 0
+        started = time.perf_counter()
         with progress.Progress("batch", total=len(todo), unit="video") as bar:
             while queue or running:
                 while queue and len(running) < workers:
                     v = queue.pop(0)
-                    running[task.remote(v, str(out), tuple(formats), refiner, evaluate, embedder)] = v
+                    running[task.remote(v, *args)] = v
                 ready, _ = ray.wait(list(running), num_returns=1)
                 for ref in ready:
                     v = running.pop(ref)
@@ -340,28 +360,16 @@ def run_batch(videos: list[Video], out: str | Path, formats=("davis",), refiner:
     finally:
         if own_instance:
             ray.shutdown()
-    seconds = time.perf_counter() - started
-    ordered = {v.name: records[v.name] for v in videos}
-    summary = {
-        "source": None if source is None else str(source), "formats": list(formats), "refiner": refiner or "none",
-        "workers": workers, "threads_per_worker": threads, "seconds": round(seconds, 2), "frames": frames,
-        "fps": round(frames / max(seconds, 1e-9), 2),
-        **{status: [n for n, r in ordered.items() if r["status"] == status] for status in ("done", "skipped", "failed")},
-        "videos": ordered,
-    }
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    return workers, threads
 
 
-def _done_record(out: Path, name: str, evaluate: bool) -> dict | None:
-    """The video's done-marker record, or None when it is not done (or not scored and `evaluate` asks for it)."""
+def _done_record(out: Path, name: str) -> dict | None:
+    """The video's done-marker record, or None when it is not done."""
     try:
         record = json.loads(_marker(out, name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return record if record["status"] == "done" and isinstance(record["outputs"], dict) else None
+    except (OSError, ValueError, TypeError, KeyError):
         return None
-    if not isinstance(record, dict) or record.get("status") != "done" or (evaluate and "JF" not in record):
-        return None
-    return record
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -380,7 +388,7 @@ def _split(ray, workers: int | None) -> tuple[int, int]:
     """(videos at once, threads each): tasks x threads = the instance's CPUs, threads no more than a node has."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
     node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1])
-    workers = workers or max(1, cpus // DEFAULT_THREADS)
+    workers = min(workers or cpus // DEFAULT_THREADS, cpus) or 1
     return workers, max(1, min(cpus // workers, node_cpus))
 
 

@@ -105,6 +105,7 @@ def test_a_rerun_skips_what_is_done_and_force_redoes_all_but_a_corrected_project
 
     again = run_batch(source, out, workers=2, embedder=ColourEmbedder())
     assert again["done"] == [] and again["skipped"] == ["clip0", "clip1", "clip2"] and again["frames"] == 0
+    assert again["workers"] is None  # nothing to do: Ray is not even asked
     assert again["videos"]["clip1"]["least_sure"] == first["videos"]["clip1"]["least_sure"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "done").iterdir()} == markers
 
@@ -122,6 +123,10 @@ def test_a_rerun_skips_what_is_done_and_force_redoes_all_but_a_corrected_project
     forced = run_batch(source, out, workers=2, force=True, embedder=ColourEmbedder())
     assert forced["done"] == ["clip0", "clip1"] and forced["failed"] == ["clip2"]
     assert "changed since the batch made it" in forced["videos"]["clip2"]["reason"]
+    # a format it lacks redoes a done video too, but never a corrected one
+    coco = run_batch(source, out, formats=("davis", "coco"), workers=2, embedder=ColourEmbedder())
+    assert coco["done"] == ["clip0", "clip1"] and coco["failed"] == ["clip2"]
+    assert (out / "coco" / "clip0" / "coco.json").is_file() and not (out / "coco" / "clip2").exists()
     s = Session.open(out / "projects" / "clip2.vosproj")
     assert s.objects[1].name == "corrected"
     s.close()
