@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -378,10 +379,28 @@ def _connect(ray, address: str | None) -> bool:
         return False
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, **quiet)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            while exc.__cause__ is not None:  # Ray's own reason is at the end of the chain
+                exc = exc.__cause__
+            raise EngineError(None, f"cannot join the Ray cluster at {address}: {_one_line(exc)}") from None
     else:
         ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES, **quiet)
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on fails in seconds, not after Ray's minutes of retries."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        return  # "auto": Ray finds the cluster of this machine itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise EngineError(None, f"cannot join the Ray cluster at {address}: nothing answers there "
+                                f"({e.strerror or e})") from None
 
 
 def _split(ray, workers: int | None) -> tuple[int, int]:

@@ -256,3 +256,16 @@ def test_source_checks(tmp_path):
                                                            "objects": ["cat", "dog"]}]))
     assert (video.name, video.video, video.mask, video.frame, video.objects) == (
         "clip", tmp_path / "clip", mask, 2, ("cat", "dog"))
+
+
+def test_an_address_where_no_cluster_answers_is_one_line(tmp_path):
+    """In a fresh process (this one holds a Ray instance, which run_batch would use): exit 2 in seconds."""
+    import subprocess
+    import sys
+
+    video, mask = clip(tmp_path / "v", n=2)
+    m = manifest(tmp_path / "m.jsonl", [{"video": str(video), "mask": str(mask)}])
+    run = subprocess.run([sys.executable, "-m", "engine.cli", "batch", str(m), "--out", str(tmp_path / "out"),
+                          "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1].startswith("vos-engine: error: cannot join the Ray cluster at 127.0.0.1:1: ")
