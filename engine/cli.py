@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--project", type=Path, help="project folder to keep (default: a temporary one)")
     pr.set_defaults(run=_propagate)
 
+    ba = sub.add_parser("batch", help="propagate a whole dataset on Ray, one task per video (resumable)")
+    ba.add_argument("source", type=Path, help="DAVIS root, or a .csv/.jsonl manifest of video, mask, frame, objects")
+    ba.add_argument("--out", required=True, type=Path, help="projects/, one folder per format, summary.json")
+    ba.add_argument("--format", nargs="+", default=["davis"], choices=FORMATS, dest="formats")
+    ba.add_argument("--sequences", help="comma-separated subset of a DAVIS root's sequences")
+    ba.add_argument("--refiner", default=None, type=_refiner)
+    ba.add_argument("--address", help="join this Ray cluster (auto, HOST:PORT); paths must be on shared storage")
+    ba.add_argument("--workers", type=_positive, help="videos at once (default: one per core); each gets cores/N threads")
+    ba.add_argument("--force", action="store_true", help="redo the videos already done")
+    ba.add_argument("--evaluate", action="store_true", help="score J/F against a DAVIS root's ground truth")
+    ba.set_defaults(run=_batch)
+
     b = sub.add_parser("bench", help="speed and memory figures at 854x480, as JSON")
     b.add_argument("video", nargs="?", type=Path, help="video or frame folder (default: synthetic frames)")
     b.add_argument("--refiner", default=None, type=_refiner)
@@ -97,6 +109,13 @@ def _refiner(name: str) -> str | None:
     if name not in available_refiners():
         raise argparse.ArgumentTypeError(f"unknown refiner {name!r}; choose none, {', '.join(available_refiners())}")
     return name
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return int(text)
 
 
 def _print_json(result: dict, path: Path | None) -> None:
@@ -151,6 +170,20 @@ def _propagate(args) -> None:
         refiner=args.refiner, project_dir=args.project,
     )
     print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _batch(args) -> int:
+    from engine.batch import read_source, run_batch
+
+    videos = read_source(args.source, _split_sequences(args.sequences), evaluate=args.evaluate)
+    summary = run_batch(videos, args.out, formats=args.formats, refiner=args.refiner, address=args.address,
+                        workers=args.workers, force=args.force, evaluate=args.evaluate, source=args.source)
+    for name in summary["failed"]:
+        print(f"vos-engine: failed: {name}: {summary['videos'][name]['reason']}", file=sys.stderr)
+    print(f"{len(summary['done'])} done, {len(summary['skipped'])} skipped (done before), "
+          f"{len(summary['failed'])} failed; {summary['frames']} frames at {summary['fps']} frames/s; "
+          f"wrote {args.out / 'summary.json'}")
+    return 2 if summary["failed"] else 0
 
 
 def _bench(args) -> None:

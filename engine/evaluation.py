@@ -391,7 +391,6 @@ def run_semi_supervised(
     totals = {"frames": 0, "embed_seconds": 0.0, "propagate_seconds": 0.0}
     for seq in seqs:
         gt0 = seq.ground_truth(0)
-        object_ids = object_ids_of(gt0)
         with tempfile.TemporaryDirectory(prefix=f"vos-eval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
             try:
@@ -402,13 +401,13 @@ def run_semi_supervised(
                 for _ in session.propagate(0, direction="forward"):
                     pass
                 t2 = time.perf_counter()
-                preds = _MaskReader(session, to_gt, gt0.shape)
                 if save_predictions is not None:
                     from engine.palette import write_id_png
 
+                    preds = _MaskReader(session, to_gt, gt0.shape)
                     for t, name in enumerate(seq.frame_names):
                         write_id_png(Path(save_predictions) / seq.name / f"{name}.png", preds(t))
-                scores = score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids)
+                scores = score_session(seq, session, to_gt)
                 objects += scores
                 ranked = [seq.frame_names[t] for t in session.frames_most_likely_wrong(len(seq))]
                 least_sure[seq.name] = least_sure_check(scores, ranked)
@@ -423,6 +422,13 @@ def run_semi_supervised(
     timing["propagate_seconds_per_frame"] = totals["propagate_seconds"] / n
     spf = (totals["embed_seconds"] + totals["propagate_seconds"]) / n
     return EvaluationResult(objects, split=split, seconds_per_frame=spf, timing=timing, least_sure=least_sure)
+
+
+def score_session(seq: DavisSequence, session, to_gt: dict[int, int]) -> list[ObjectScores]:
+    """Per-object J/F of a session's masks of `seq` (semi-supervised protocol); to_gt: {object id: ground-truth id}."""
+    gt0 = seq.ground_truth(0)
+    preds = _MaskReader(session, to_gt, gt0.shape)
+    return score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids_of(gt0))
 
 
 def least_sure_check(scores: list[ObjectScores], ranked: Sequence[str], n: int = LEAST_SURE_PICKS) -> dict:

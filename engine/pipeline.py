@@ -33,7 +33,7 @@ def propagate_file(
     with tempfile.TemporaryDirectory(prefix="vos-propagate-") as tmp:
         session = Session.create(Path(project_dir or Path(tmp) / "project"), video, refiner=refiner)
         try:
-            _annotate_frame(session, frame, read_id_png(mask), mask)
+            annotate_frame(session, frame, read_id_png(mask), mask)
             for _ in session.propagate(frame, direction="both"):
                 pass
             session.save()
@@ -42,12 +42,12 @@ def propagate_file(
             session.close()
 
 
-def _annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -> None:
-    """Add one object per id found in `ids` and give it its mask on `frame`."""
+def annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -> dict[int, int]:
+    """Add one object per id found in `ids` and give it its mask on `frame`: {id in ids: object id}."""
     if not 0 <= frame < len(session.video):
         raise FormatError(path, f"frame {frame} is outside the video (0..{len(session.video) - 1})")
     try:
-        session.add_objects_from_ids(frame, ids)
+        return session.add_objects_from_ids(frame, ids)
     except ValueError as e:
         raise FormatError(path, str(e)) from None
 
