@@ -44,6 +44,7 @@ class Progress:
         self._bar = None
         self._closed = False
         self._postfix = ""
+        self._shown = -1  # the count of the last plain line, so close() does not repeat it
         if not _quiet and _isatty(self._stream):
             from tqdm import tqdm
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self._stream, dynamic_ncols=True, leave=True)
@@ -76,7 +77,7 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif not _quiet and self.done:
+        elif not _quiet and self.done and self.done != self._shown:
             self._line()
 
     def __enter__(self) -> "Progress":
@@ -87,6 +88,7 @@ class Progress:
 
     def _line(self) -> None:
         self._last = time.monotonic()
+        self._shown = self.done
         elapsed = max(self._last - self._start, 1e-9)
         rate = self.done / elapsed
         parts = [f"{self.desc}: {self.done}"]
@@ -94,7 +96,7 @@ class Progress:
             parts[0] += f"/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)"
         else:
             parts[0] += f" {self.unit}s"
-        parts.append(f"{rate:.1f} {self.unit}s/s")
+        parts.append(f"{rate:.1f} {self.unit}s/s" if rate >= 0.1 else f"{elapsed / max(self.done, 1):.0f} s/{self.unit}")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         elif self.total and self.done >= self.total:

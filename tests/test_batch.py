@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import ray  # the README's test command installs the [cluster] extra
 
 from engine import cli
 from engine.batch import read_source, run_batch
@@ -17,8 +18,6 @@ from engine.errors import FormatError
 from engine.palette import write_id_png
 from engine.session import Session
 from tests.test_propagation import ColourEmbedder, square_video
-
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e \".[test,cluster]\"")
 
 
 @pytest.fixture(scope="module", autouse=True)

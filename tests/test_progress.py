@@ -57,3 +57,12 @@ def test_quiet_prints_nothing(monkeypatch):
         with Progress("x", total=2, stream=stream) as bar:
             bar.update(2)
         assert stream.getvalue() == ""
+
+
+def test_a_slow_task_shows_seconds_per_item_and_the_last_line_once(monkeypatch):
+    clock = iter([0.0, 0.0, 30.0, 30.0, 30.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    with Progress("batch", total=1, unit="video", stream=out) as bar:
+        bar.update()
+    assert out.getvalue().splitlines() == ["batch: 1/1 videos (100%), 30 s/video, done in 30 s"]
