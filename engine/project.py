@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import threading
+from importlib.resources import files
 from time import time as now
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ PROJECT_FILE = "project.json"
 MASKS_DIR = "masks"
 INTERACTION_KINDS = ("click", "scribble", "brush", "eraser", "mask", "polygon")
 MAX_OBJECT_ID = 255
-SAMPLE_PROJECT = Path(__file__).resolve().parents[1] / "sample_projects" / "bigbuckbunny"
+SAMPLE_PROJECT = Path(files("engine.sample_projects") / "bigbuckbunny")  # sample_projects/ in a checkout
 
 
 @dataclass
