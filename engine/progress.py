@@ -8,12 +8,20 @@ what `vos-engine --quiet` does. Everything goes to stderr so that stdout stays t
         for t in session.embed():
             bar.update()
     session.export(out, "davis", progress=Progress("export", unit="frame").callback)
+
+Work in several stages (embed, propagate, export) takes ``progress(stage, done, total)`` instead; `Stages`
+gives each stage its own bar:
+
+    with Stages(unit="frame") as stages:
+        propagate_file(video, mask, out=out, progress=stages.callback)
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 
 LOG_EVERY_S = 10.0  # a plain line at most this often when stderr is not a terminal
 _quiet = False
@@ -102,6 +110,41 @@ class Progress:
         if self._postfix:
             parts.append(self._postfix)
         print(", ".join(parts), file=self._stream, flush=True)
+
+
+def stage(progress: Callable[[str, int, int], None] | None, name: str) -> Callable[[int, int], None] | None:
+    """The ``progress(done, total)`` hook of one stage of a ``progress(stage, done, total)`` hook (None stays None)."""
+    return None if progress is None else functools.partial(progress, name)
+
+
+class Stages:
+    """One `Progress` per stage for the engine's ``progress(stage, done, total)`` hooks; a new stage ends the last.
+
+    `units` names the unit of a stage where it is not `unit` (e.g. {"training": "iteration"}).
+    """
+
+    def __init__(self, unit: str = "frame", units: dict[str, str] | None = None, stream=None):
+        self.unit, self.units, self._stream = unit, units or {}, stream
+        self._stage: str | None = None
+        self._bar: Progress | None = None
+
+    def callback(self, stage: str, done: int, total: int | None = None) -> None:
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = Progress(stage, total, self.units.get(stage, self.unit), stream=self._stream)
+        self._bar.callback(done, total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._stage = self._bar = None
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _isatty(stream) -> bool:

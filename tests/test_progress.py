@@ -5,7 +5,7 @@ import io
 import pytest
 
 from engine import progress
-from engine.progress import Progress
+from engine.progress import Progress, Stages, stage
 
 
 class _Terminal(io.StringIO):
@@ -57,3 +57,20 @@ def test_quiet_prints_nothing(monkeypatch):
         with Progress("x", total=2, stream=stream) as bar:
             bar.update(2)
         assert stream.getvalue() == ""
+
+
+def test_stages_give_each_stage_its_own_line(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 1e9)  # only the closing line of each stage
+    out = io.StringIO()
+    with Stages(units={"training": "iteration"}, stream=out) as stages:
+        for t in range(1, 5):
+            stages.callback("embedding", t, 4)
+        stages.callback("training", 1, 2)
+        stages.callback("training", 2, 2)
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["embedding: 4/4 frames (100%)",
+                                                      "training: 2/2 iterations (100%)"]
+    assert stage(None, "x") is None
+    seen = []
+    stage(lambda *a: seen.append(a), "exporting")(3, 5)
+    assert seen == [("exporting", 3, 5)]
