@@ -50,11 +50,15 @@ def _embed(session: Session, progress: StageProgress | None) -> None:
 
 
 def _propagate(session: Session, frame: int, direction: str, progress: StageProgress | None) -> None:
+    """Propagate, reporting frames against the span's length (an upper bound: a keyframe start is not redone)."""
     span = session.propagation_span(frame, direction)
     total = 0 if span is None else span[1] - span[0] + 1
+    done = 0
     for done, _ in enumerate(session.propagate(frame, direction=direction), 1):
         if progress is not None:
             progress("propagating", done, total)
+    if progress is not None and done < total:
+        progress("propagating", done, done)
 
 
 def _annotate_frame(session: Session, frame: int, ids: np.ndarray, path: Path) -> None:

@@ -52,6 +52,7 @@ class Progress:
         self._bar = None
         self._closed = False
         self._postfix = ""
+        self._logged = None  # the count the last plain line showed
         if not _quiet and _isatty(self._stream):
             from tqdm import tqdm
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self._stream, dynamic_ncols=True, leave=True)
@@ -84,7 +85,7 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif not _quiet and self.done:
+        elif not _quiet and self.done and self._logged != self.done:
             self._line()
 
     def __enter__(self) -> "Progress":
@@ -95,6 +96,7 @@ class Progress:
 
     def _line(self) -> None:
         self._last = time.monotonic()
+        self._logged = self.done
         elapsed = max(self._last - self._start, 1e-9)
         rate = self.done / elapsed
         parts = [f"{self.desc}: {self.done}"]
@@ -102,7 +104,7 @@ class Progress:
             parts[0] += f"/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)"
         else:
             parts[0] += f" {self.unit}s"
-        parts.append(f"{rate:.1f} {self.unit}s/s")
+        parts.append(f"{rate:.1f} {self.unit}s/s" if rate >= 1 or not self.done else f"{1 / rate:.1f} s/{self.unit}")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         elif self.total and self.done >= self.total:

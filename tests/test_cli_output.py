@@ -106,3 +106,37 @@ def test_evaluation_runs_report_each_sequence(tmp_path):
     run_interactive(tmp_path, "val", None, rounds=1, make_session_fn=FakeSession,
                     progress=lambda *a: calls.append(("interactive",) + a))
     assert calls == [("semi", 1, 1), ("score", 1, 1), ("interactive", 1, 1)]
+
+
+def test_propagating_from_a_middle_keyframe_ends_at_its_true_count(clip, tmp_path, capsys):  # noqa: F811
+    video, mask, _ = clip
+    assert main(["propagate", str(video), "--mask", str(mask), "--frame", "2", "--out", str(tmp_path / "o")]) == 0
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("propagating: ")]
+    assert line.startswith("propagating: 3/3 frames (100%)")  # frames 0, 1 and 3; the keyframe 2 stays
+
+
+def test_training_reports_feature_caching_and_iterations(tmp_path):
+    """The embedding head's training hooks on a tiny DAVIS-like root: cached frames count too on a rerun."""
+    import cv2
+
+    from engine.embedding.train import cache_features, train_head
+
+    rng = np.random.default_rng(0)
+    for seq in ("a", "b"):
+        (tmp_path / "JPEGImages" / "480p" / seq).mkdir(parents=True)
+        (tmp_path / "Annotations" / "480p" / seq).mkdir(parents=True)
+        for t in range(3):
+            cv2.imwrite(str(tmp_path / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg"),
+                        rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+            mask = np.zeros((64, 96), np.uint8)
+            mask[16:48, 24 + 4 * t:56 + 4 * t] = 255
+            cv2.imwrite(str(tmp_path / "Annotations" / "480p" / seq / f"{t:05d}.png"), mask)
+    for _ in range(2):
+        calls = []
+        cache_features(tmp_path, tmp_path / "cache", ["a", "b"], log=lambda *a, **k: None,
+                       progress=lambda *a: calls.append(a))
+        assert calls[-1] == (6, 6) and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    calls = []
+    train_head(tmp_path / "cache", ["a", "b"], dim=8, hidden=16, iters=3, anchors=16, ref_cells=64,
+               log=lambda *a, **k: None, progress=lambda *a: calls.append(a))
+    assert calls == [(1, 3), (2, 3), (3, 3)]

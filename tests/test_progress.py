@@ -74,3 +74,17 @@ def test_stages_give_each_stage_its_own_line(monkeypatch):
     seen = []
     stage(lambda *a: seen.append(a), "exporting")(3, 5)
     assert seen == [("exporting", 3, 5)]
+
+
+def test_slow_work_gives_seconds_per_unit_and_no_repeated_last_line(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    with Progress("evaluating", total=2, unit="sequence", stream=out) as bar:
+        now[0] = 30.0
+        bar.callback(1, 2)
+        now[0] = 60.0
+        bar.callback(2, 2)
+    lines = out.getvalue().splitlines()
+    assert lines == ["evaluating: 1/2 sequences (50%), 30.0 s/sequence, ETA 30 s",
+                     "evaluating: 2/2 sequences (100%), 30.0 s/sequence, done in 1 min 00 s"]
