@@ -77,3 +77,17 @@ def test_installed_wheel_finds_weights_and_sample_away_from_the_source_tree(whee
     lines = run.stdout.splitlines()
     assert all(line.startswith(str(target)) for line in lines[:4]), lines
     assert lines[4] == "1"  # the sample's annotated first frame came along
+
+
+def test_weights_env_still_overrides_the_shipped_head(tmp_path, monkeypatch):
+    from engine.embedding.network import WEIGHTS_ENV, Embedder, EmbeddingHead, file_sha256, save_head
+    from engine.errors import FormatError
+
+    own = tmp_path / "my-head.pt"
+    save_head(EmbeddingHead(dim=16, hidden=16), own)
+    monkeypatch.setenv(WEIGHTS_ENV, str(own))
+    emb = Embedder.load()
+    assert emb.dim == 16 and emb.weights_id.endswith(file_sha256(own)[:16])
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "missing.pt"))
+    with pytest.raises(FormatError, match="missing.pt"):
+        Embedder.load()
