@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="reproduce the shipped weights from DAVIS frames")
     t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
-    t.add_argument("--out", type=Path, help="output folder (default: where the engine reads them, resources/... in a checkout)")
+    t.add_argument("--out", type=Path,
+                   help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(run=_train)
 

@@ -61,7 +61,7 @@ def run_gpu_check(log=print) -> int:
 
 
 def _gpu_tests(log) -> bool:
-    if not TESTS.is_dir():
+    if not (TESTS / "test_gpu.py").is_file():
         log("1. GPU-marked tests: not run (no tests/ folder beside this engine: run gpu-check from a checkout)")
         return True
     t0 = time.perf_counter()
@@ -108,7 +108,8 @@ def _retrieval_agreement(log) -> bool:
     agreement = float((on_cpu == on_gpu).mean())
     ok = agreement >= MIN_AGREEMENT
     log(f"2. retrieval, faiss GPU vs CPU on {len(on_cpu)} sample frames: same label on {100 * agreement:.3f} % "
-        f"of pixels (need >= {100 * MIN_AGREEMENT:.1f} %) {'ok' if ok else 'FAILED'} ({time.perf_counter() - t0:.0f} s)")
+        f"of pixels (need >= {100 * MIN_AGREEMENT:.1f} %) {'ok' if ok else 'FAILED'} "
+        f"({time.perf_counter() - t0:.0f} s)")
     return ok
 
 

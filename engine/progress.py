@@ -104,7 +104,8 @@ class Progress:
             parts[0] += f"/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)"
         else:
             parts[0] += f" {self.unit}s"
-        parts.append(f"{rate:.1f} {self.unit}s/s" if rate >= 1 or not self.done else f"{1 / rate:.1f} s/{self.unit}")
+        slow = 0 < rate < 1
+        parts.append(f"{1 / rate:.1f} s/{self.unit}" if slow else f"{rate:.1f} {self.unit}s/s")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         elif self.total and self.done >= self.total:

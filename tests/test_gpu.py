@@ -11,7 +11,8 @@ from engine import retrieval
 from engine.retrieval import LabelIndex, gpu_available, l2_normalise
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason=f"torch {torch.__version__} sees no CUDA device")
-needs_faiss_gpu = pytest.mark.skipif(not gpu_available(), reason="faiss sees no GPU (faiss-cpu build or no CUDA device)")
+needs_faiss_gpu = pytest.mark.skipif(not gpu_available(),
+                                     reason="faiss sees no GPU (faiss-cpu build or no CUDA device)")
 
 
 def test_retrieval_device_choice_is_honoured_and_reset():
