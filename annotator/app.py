@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 import traceback
+from importlib.metadata import version
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 from PySide6.QtGui import QColor, QPalette
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="OUT.png", help="render the window to OUT.png and exit")
     p.add_argument("--frame", type=int, default=None, help="frame to show (with --screenshot)")
     p.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
+    p.add_argument("--version", action="version", version=f"vos-annotator {version('vos-annotator')}")
     return p
 
 

@@ -2,10 +2,13 @@
 
 Each subcommand imports what it needs lazily so `vos-engine --help` stays instant.
 Errors the engine raises for bad input print as one line naming the file, exit code 2.
+Long work shows its progress on stderr (a bar on a terminal, a line every few seconds in a log; engine.progress);
+--quiet silences it, stdout keeps only the results.
 """
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +18,8 @@ FORMATS = ("davis", "coco", "youtube-vis")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _configure_output(_output_options().parse_known_args(argv)[0])  # before any subcommand imports cv2
     args = _parser().parse_args(argv)
     try:
         return args.run(args) or 0
@@ -30,9 +35,34 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _output_options() -> argparse.ArgumentParser:
+    """--quiet and --verbose, accepted before or after the command."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.add_argument("--verbose", action="store_true", help="let OpenCV and FFmpeg print their own messages")
+    return p
+
+
+def _configure_output(options: argparse.Namespace) -> None:
+    from engine import progress
+
+    progress.configure(quiet=options.quiet)
+    if options.verbose:  # OpenCV reads these when cv2 is first imported
+        os.environ["OPENCV_LOG_LEVEL"] = "INFO"
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "32"  # AV_LOG_INFO
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"vos-engine {version('vos-annotator')}"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vos-engine", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(prog="vos-engine", description=__doc__.splitlines()[0],
+                                parents=[_output_options()])
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_SubParser)
 
     c = sub.add_parser("convert", help="convert masks between DAVIS, COCO and YouTube-VIS")
     c.add_argument("src", type=Path, help="DAVIS root or Annotations folder, COCO or YouTube-VIS json")
@@ -84,20 +114,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("video", nargs="?", type=Path, help="video or frame folder (default: synthetic frames)")
     b.add_argument("--refiner", default=None, type=_refiner)
     b.add_argument("--long", action="store_true", help="also measure peak RSS on a 3000-frame video")
+    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="cpu: embedding and retrieval on the CPU; cuda: both on the GPU; auto (default): "
+                        "each on the GPU when it sees one, as the app does")
     b.add_argument("--json", type=Path)
     b.set_defaults(run=_bench)
 
     t = sub.add_parser("train", help="reproduce the shipped weights from DAVIS frames")
     t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
-    t.add_argument("--out", type=Path, help="output folder (default: resources/...)")
+    t.add_argument("--out", type=Path,
+                   help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(run=_train)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the sample project")
     d.add_argument("--out", type=Path, default=Path("vos-demo"))
     d.set_defaults(run=_demo)
+
+    g = sub.add_parser("gpu-check", help="on a CUDA machine: GPU tests, GPU vs CPU results, bench (skips without)")
+    g.set_defaults(run=_gpu_check)
     return p
+
+
+class _SubParser(argparse.ArgumentParser):
+    """A subcommand's parser: also takes --quiet / --verbose (main() has read them already)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, parents=[_output_options()], **kwargs)
 
 
 def _refiner(name: str) -> str | None:
@@ -132,31 +176,41 @@ def _split_sequences(text: str | None) -> list[str] | None:
 
 def _convert(args) -> None:
     from engine.formats import convert
+    from engine.progress import Progress
 
-    for path in convert(args.src, args.dst, to=args.to):
+    with Progress("converting") as bar:
+        written = convert(args.src, args.dst, to=args.to, progress=bar.callback)
+    for path in written:
         print(f"wrote {path}")
 
 
 def _evaluate(args) -> None:
     from engine import evaluation
+    from engine.progress import Progress
 
     sequences = _split_sequences(args.sequences)
-    if args.predictions is not None:
-        result = evaluation.score_predictions(args.davis_root, args.predictions, args.split, sequences)
-    else:
-        result = evaluation.run_semi_supervised(
-            args.davis_root, args.split, sequences, save_predictions=args.save_predictions, refiner=args.refiner
-        )
+    with Progress("scoring" if args.predictions is not None else "evaluating", unit="sequence") as bar:
+        if args.predictions is not None:
+            result = evaluation.score_predictions(args.davis_root, args.predictions, args.split, sequences,
+                                                  progress=bar.callback)
+        else:
+            result = evaluation.run_semi_supervised(
+                args.davis_root, args.split, sequences, save_predictions=args.save_predictions,
+                refiner=args.refiner, progress=bar.callback,
+            )
     print(result.table())
     _print_json(result.to_json(), args.json)
 
 
 def _interactive_eval(args) -> None:
     from engine import evaluation
+    from engine.progress import Progress
 
-    result = evaluation.run_interactive(
-        args.davis_root, args.split, _split_sequences(args.sequences), rounds=args.rounds
-    )
+    with Progress("interactive evaluation", unit="sequence") as bar:
+        result = evaluation.run_interactive(
+            args.davis_root, args.split, _split_sequences(args.sequences), rounds=args.rounds,
+            progress=bar.callback,
+        )
     for r in result["rounds"]:
         print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
     _print_json(result, args.json)
@@ -164,11 +218,13 @@ def _interactive_eval(args) -> None:
 
 def _propagate(args) -> None:
     from engine.pipeline import propagate_file
+    from engine.progress import Stages
 
-    written = propagate_file(
-        args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
-        refiner=args.refiner, project_dir=args.project,
-    )
+    with Stages() as stages:
+        written = propagate_file(
+            args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
+            refiner=args.refiner, project_dir=args.project, progress=stages.callback,
+        )
     print(f"wrote {len(written)} file(s) to {args.out}")
 
 
@@ -189,28 +245,53 @@ def _batch(args) -> int:
 def _bench(args) -> None:
     from engine.bench import run_bench
 
-    result = run_bench(args.video, refiner=args.refiner, long_video=args.long)
+    if args.device == "cuda":
+        _require_cuda()
+    result = run_bench(args.video, refiner=args.refiner, long_video=args.long, device=args.device)
     print(json.dumps(result, indent=2))
     _print_json(result, args.json)
 
 
+def _require_cuda() -> None:
+    import torch
+
+    from engine.retrieval import gpu_available
+
+    if not torch.cuda.is_available():
+        raise EngineError(None, f"--device cuda: torch {torch.__version__} sees no CUDA device")
+    if not gpu_available():
+        raise EngineError(None, "--device cuda: faiss has no GPU support (pip install faiss-gpu; see README)")
+
+
 def _train(args) -> None:
+    from engine.progress import Stages
+
     root = args.davis_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-train"
-    if args.refiner:
-        from engine.refiners import train_refiner
+    with Stages(units={"training": "iteration", "loading sequences": "sequence"}) as stages:
+        if args.refiner:
+            from engine.refiners import train_refiner
 
-        train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed)
-    else:
-        from engine.embedding.train import train_embedding
+            train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed, progress=stages.callback)
+        else:
+            from engine.embedding.train import train_embedding
 
-        train_embedding(root, out_dir=args.out, seed=args.seed)
+            train_embedding(root, out_dir=args.out, seed=args.seed, progress=stages.callback)
 
 
 def _demo(args) -> None:
     from engine.pipeline import run_demo
+    from engine.progress import Stages
 
-    for line in run_demo(args.out):
-        print(line)
+    with Stages() as stages:
+        for line in run_demo(args.out, progress=stages.callback):
+            stages.close()  # the stage's bar ends before its result line
+            print(line)
+
+
+def _gpu_check(args) -> int:
+    from engine.gpu_check import run_gpu_check
+
+    return run_gpu_check()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from engine.upsample import resize_ids
 RESOLUTION = "480p"
 SPLIT_FOLDERS = ("480p", "2017", "2016")  # ImageSets/<folder>/<split>.txt, first found wins
 VOID_ID = 255
+Progress = Callable[[int, int], None]  # progress(done, total)
 
 
 # ----------------------------------------------------------------------------------------------- dataset
@@ -331,14 +332,18 @@ def score_frames(
 
 
 def score_predictions(
-    davis_root: str | Path, predictions_dir: str | Path, split: str | None = "train", sequences: Sequence[str] | None = None
+    davis_root: str | Path, predictions_dir: str | Path, split: str | None = "train", sequences: Sequence[str] | None = None,
+    progress: Progress | None = None,
 ) -> EvaluationResult:
-    """Score PRED_DIR/<seq>/<frame>.png (indexed or 0/255 PNGs) against a DAVIS root, semi-supervised protocol."""
+    """Score PRED_DIR/<seq>/<frame>.png (indexed or 0/255 PNGs) against a DAVIS root, semi-supervised protocol.
+
+    progress(done, total) after each sequence."""
     pred_root = Path(predictions_dir)
     if not pred_root.is_dir():
         raise FormatError(pred_root, "predictions folder not found")
     objects: list[ObjectScores] = []
-    for seq in load_sequences(davis_root, split, sequences):
+    seqs = load_sequences(davis_root, split, sequences)
+    for done, seq in enumerate(seqs, 1):
         pred_dir = pred_root / seq.name
         if not pred_dir.is_dir():
             raise FormatError(pred_dir, f"no predictions for sequence {seq.name!r}")
@@ -351,6 +356,8 @@ def score_predictions(
             return read_prediction(pred_dir / f"{seq.frame_names[t]}.png", shape, seq.binary)
 
         objects += score_frames(seq.name, seq.frame_names, seq.ground_truth, pred_fn, object_ids)
+        if progress is not None:
+            progress(done, len(seqs))
     return EvaluationResult(objects, split=split)
 
 
@@ -377,19 +384,21 @@ def run_semi_supervised(
     make_session_fn: Callable[[Path, Path], object] | None = None,
     save_predictions: str | Path | None = None,
     refiner: str | None = None,
+    progress: Progress | None = None,
 ) -> EvaluationResult:
     """Run the engine from each sequence's first-frame ground truth and score it (semi-supervised protocol).
 
     make_session_fn(project_dir, video_path) -> Session; default: Session.create in a temporary project.
     save_predictions: folder to write DIR/<seq>/<frame>.png (indexed, every frame, ground-truth ids).
     seconds_per_frame = engine time (embedding + first mask + propagation) / frames; `timing` splits it.
+    progress(done, total) after each sequence.
     """
     make = make_session_fn or default_session_factory(refiner)
     seqs = load_sequences(davis_root, split, sequences)
     objects: list[ObjectScores] = []
     least_sure: dict[str, dict] = {}
     totals = {"frames": 0, "embed_seconds": 0.0, "propagate_seconds": 0.0}
-    for seq in seqs:
+    for done, seq in enumerate(seqs, 1):
         gt0 = seq.ground_truth(0)
         with tempfile.TemporaryDirectory(prefix=f"vos-eval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
@@ -416,6 +425,8 @@ def run_semi_supervised(
         totals["frames"] += len(seq)
         totals["embed_seconds"] += t1 - t0
         totals["propagate_seconds"] += t2 - t1
+        if progress is not None:
+            progress(done, len(seqs))
     n = max(totals["frames"], 1)
     timing = dict(totals)
     timing["embed_seconds_per_frame"] = totals["embed_seconds"] / n
@@ -449,6 +460,7 @@ def run_interactive(
     rounds: int = 3,
     make_session_fn: Callable[[Path, Path], object] | None = None,
     refiner: str | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Simulated-user evaluation (engine.simulated_user); returns the JSON dict of `interactive-eval`.
 
@@ -457,6 +469,7 @@ def run_interactive(
     re-propagation from that frame both ways. Every frame is scored (no frame is given as ground truth).
     `rounds[i].seconds` is the engine's mean time per sequence for that round (clicks + propagation;
     the one-off embedding pass is reported apart as `embed_seconds`).
+    progress(done, total) after each sequence (all its rounds).
     """
     from engine import simulated_user as su
 
@@ -509,6 +522,8 @@ def run_interactive(
                     })
             finally:
                 _close(session)
+        if progress is not None:
+            progress(si + 1, len(seqs))
     out_rounds = []
     for r in range(rounds + 1):
         s = EvaluationResult(per_round[r]).summary()

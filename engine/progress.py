@@ -8,12 +8,20 @@ what `vos-engine --quiet` does. Everything goes to stderr so that stdout stays t
         for t in session.embed():
             bar.update()
     session.export(out, "davis", progress=Progress("export", unit="frame").callback)
+
+Work in several stages (embed, propagate, export) takes ``progress(stage, done, total)`` instead; `Stages`
+gives each stage its own bar:
+
+    with Stages(unit="frame") as stages:
+        propagate_file(video, mask, out=out, progress=stages.callback)
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 
 LOG_EVERY_S = 10.0  # a plain line at most this often when stderr is not a terminal
 _quiet = False
@@ -44,7 +52,7 @@ class Progress:
         self._bar = None
         self._closed = False
         self._postfix = ""
-        self._shown = -1  # the count of the last plain line, so close() does not repeat it
+        self._logged = None  # the count the last plain line showed
         if not _quiet and _isatty(self._stream):
             from tqdm import tqdm
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self._stream, dynamic_ncols=True, leave=True)
@@ -77,7 +85,7 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif not _quiet and self.done and self.done != self._shown:
+        elif not _quiet and self.done and self._logged != self.done:
             self._line()
 
     def __enter__(self) -> "Progress":
@@ -88,7 +96,7 @@ class Progress:
 
     def _line(self) -> None:
         self._last = time.monotonic()
-        self._shown = self.done
+        self._logged = self.done
         elapsed = max(self._last - self._start, 1e-9)
         rate = self.done / elapsed
         parts = [f"{self.desc}: {self.done}"]
@@ -96,7 +104,8 @@ class Progress:
             parts[0] += f"/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)"
         else:
             parts[0] += f" {self.unit}s"
-        parts.append(f"{rate:.1f} {self.unit}s/s" if rate >= 0.1 else f"{elapsed / max(self.done, 1):.0f} s/{self.unit}")
+        slow = 0 < rate < 1
+        parts.append(f"{1 / rate:.1f} s/{self.unit}" if slow else f"{rate:.1f} {self.unit}s/s")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         elif self.total and self.done >= self.total:
@@ -104,6 +113,41 @@ class Progress:
         if self._postfix:
             parts.append(self._postfix)
         print(", ".join(parts), file=self._stream, flush=True)
+
+
+def stage(progress: Callable[[str, int, int], None] | None, name: str) -> Callable[[int, int], None] | None:
+    """The ``progress(done, total)`` hook of one stage of a ``progress(stage, done, total)`` hook (None stays None)."""
+    return None if progress is None else functools.partial(progress, name)
+
+
+class Stages:
+    """One `Progress` per stage for the engine's ``progress(stage, done, total)`` hooks; a new stage ends the last.
+
+    `units` names the unit of a stage where it is not `unit` (e.g. {"training": "iteration"}).
+    """
+
+    def __init__(self, unit: str = "frame", units: dict[str, str] | None = None, stream=None):
+        self.unit, self.units, self._stream = unit, units or {}, stream
+        self._stage: str | None = None
+        self._bar: Progress | None = None
+
+    def callback(self, stage: str, done: int, total: int | None = None) -> None:
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = Progress(stage, total, self.units.get(stage, self.unit), stream=self._stream)
+        self._bar.callback(done, total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._stage = self._bar = None
+
+    def __enter__(self) -> "Stages":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _isatty(stream) -> bool:

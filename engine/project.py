@@ -33,6 +33,7 @@ import re
 import shutil
 import threading
 from contextlib import contextmanager
+from importlib.resources import files
 from time import time as now
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ PROJECT_FILE = "project.json"
 MASKS_DIR = "masks"
 INTERACTION_KINDS = ("click", "scribble", "brush", "eraser", "mask", "polygon")
 MAX_OBJECT_ID = 255
-SAMPLE_PROJECT = Path(__file__).resolve().parents[1] / "sample_projects" / "bigbuckbunny"
+SAMPLE_PROJECT = Path(files("engine.sample_projects") / "bigbuckbunny")  # sample_projects/ in a checkout
 MASK_FILE = re.compile(r"^(\d{5,})\.([0-9a-f]{16})\.png$")
 LEGACY_MASK_FILE = re.compile(r"^(\d+)\.png$")  # schema 1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -361,7 +361,7 @@ class Session:
     def embedder(self):
         if self._embedder is None:
             from engine.embedding import Embedder
-            self._embedder = Embedder.load()
+            self._embedder = Embedder.load(device="auto")  # CUDA when torch sees a GPU
         return self._embedder
 
     @property

@@ -5,7 +5,7 @@ import io
 import pytest
 
 from engine import progress
-from engine.progress import Progress
+from engine.progress import Progress, Stages, stage
 
 
 class _Terminal(io.StringIO):
@@ -59,10 +59,32 @@ def test_quiet_prints_nothing(monkeypatch):
         assert stream.getvalue() == ""
 
 
-def test_a_slow_task_shows_seconds_per_item_and_the_last_line_once(monkeypatch):
-    clock = iter([0.0, 0.0, 30.0, 30.0, 30.0])
-    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+def test_stages_give_each_stage_its_own_line(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 1e9)  # only the closing line of each stage
     out = io.StringIO()
-    with Progress("batch", total=1, unit="video", stream=out) as bar:
-        bar.update()
-    assert out.getvalue().splitlines() == ["batch: 1/1 videos (100%), 30 s/video, done in 30 s"]
+    with Stages(units={"training": "iteration"}, stream=out) as stages:
+        for t in range(1, 5):
+            stages.callback("embedding", t, 4)
+        stages.callback("training", 1, 2)
+        stages.callback("training", 2, 2)
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["embedding: 4/4 frames (100%)",
+                                                      "training: 2/2 iterations (100%)"]
+    assert stage(None, "x") is None
+    seen = []
+    stage(lambda *a: seen.append(a), "exporting")(3, 5)
+    assert seen == [("exporting", 3, 5)]
+
+
+def test_slow_work_gives_seconds_per_unit_and_no_repeated_last_line(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    with Progress("evaluating", total=2, unit="sequence", stream=out) as bar:
+        now[0] = 30.0
+        bar.callback(1, 2)
+        now[0] = 60.0
+        bar.callback(2, 2)
+    lines = out.getvalue().splitlines()
+    assert lines == ["evaluating: 1/2 sequences (50%), 30.0 s/sequence, ETA 30 s",
+                     "evaluating: 2/2 sequences (100%), 30.0 s/sequence, done in 1 min 00 s"]

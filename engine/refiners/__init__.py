@@ -67,12 +67,15 @@ def get_refiner(name: str | None, **options) -> Refiner | None:
     return _refiner_class(name.strip().lower())(**options)
 
 
-def train_refiner(name: str, davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0):
+def train_refiner(name: str, davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0,
+                  progress=None):
     """Reproduce a refiner's shipped weights from a DAVIS 2016 root (hold-out sequences excluded).
 
     Returns the path of the written weights. Raises ValueError for unknown names or refiners without weights.
+    progress(stage, done, total) as training goes.
     """
-    return _refiner_class(name).train(Path(davis_root), None if out_dir is None else Path(out_dir), seed=seed)
+    return _refiner_class(name).train(Path(davis_root), None if out_dir is None else Path(out_dir), seed=seed,
+                                      progress=progress)
 
 
 def time_refiner(name: str, frames=None, n: int = 20, size: tuple[int, int] = (854, 480), dim: int = 32) -> float:

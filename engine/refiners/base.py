@@ -88,8 +88,9 @@ class Refiner:
         return {k: v.astype(np.float32, copy=False) for k, v in ctx.probs.items()}
 
     @classmethod
-    def train(cls, davis_root, out_dir=None, seed: int = 0):
-        """Reproduce this refiner's shipped weights; refiners without weights have nothing to train."""
+    def train(cls, davis_root, out_dir=None, seed: int = 0, progress=None):
+        """Reproduce this refiner's shipped weights (progress(stage, done, total) as it goes); refiners
+        without weights have nothing to train."""
         raise ValueError(f"refiner {cls.name!r} has no weights to train")
 
 

@@ -20,6 +20,7 @@ Weights: resources/refiners/modulation.pt (state dict + config, loaded with weig
 resources/refiners/modulation.json for how).
 """
 
+from importlib.resources import files
 from pathlib import Path
 
 import cv2
@@ -33,7 +34,7 @@ from engine.refiners.base import (
     FrameContext, Reference, Refiner, normalise_probs, reference_for, register,
 )
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "refiners"
+RESOURCES = Path(files("engine.resources") / "refiners")  # resources/refiners in a checkout
 WEIGHTS = RESOURCES / "modulation.pt"
 SCALE = 4            # the network runs at 1/SCALE of the working size
 CROP = 64            # visual-modulator crop side
@@ -278,7 +279,7 @@ class ModulationRefiner(Refiner):
         return normalise_probs(out)
 
     @classmethod
-    def train(cls, davis_root, out_dir=None, seed: int = 0):
+    def train(cls, davis_root, out_dir=None, seed: int = 0, progress=None):
         from engine.refiners.train_modulation import train_modulation
 
-        return train_modulation(davis_root, out_dir=out_dir, seed=seed)
+        return train_modulation(davis_root, out_dir=out_dir, seed=seed, progress=progress)
