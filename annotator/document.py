@@ -52,7 +52,7 @@ class Document(QObject):
     # -- reads -----------------------------------------------------------------------------------
     @property
     def folder(self) -> Path:
-        return Path(self.session.project.folder)
+        return self.session.folder
 
     @property
     def video(self):
@@ -62,7 +62,7 @@ class Document(QObject):
         return dict(self.session.objects)
 
     def keyframes(self) -> dict[int, set[int]]:
-        return {k: set(v) for k, v in self.session.project.keyframes.items()}
+        return self.session.keyframes()
 
     def mask(self, t: int) -> np.ndarray:
         """(H, W) uint8 ids at working size."""
@@ -74,10 +74,10 @@ class Document(QObject):
     def has_propagation(self) -> bool:
         """True when some frame that is no keyframe holds a mask (something was propagated)."""
         keys = set().union(*self.keyframes().values()) if self.keyframes() else set()
-        return any(t not in keys for t in self.session.project.masks.frames())
+        return any(t not in keys for t in self.session.masked_frames())
 
     def is_dirty(self) -> bool:
-        return not self.undo_stack.isClean() or bool(self.session.project.dirty)
+        return not self.undo_stack.isClean() or self.session.dirty
 
     # -- navigation ------------------------------------------------------------------------------
     def set_frame(self, t: int) -> None:
@@ -183,12 +183,12 @@ class Document(QObject):
     def compute_stats(self, frames, ids_of=None) -> tuple:
         """(frames, (k, 256) bool presence, (k,) float32 confidence); read-only, any thread."""
         frames = list(frames)
-        masks = self.session.project.masks
+        masked = set(self.session.masked_frames())
         presence = np.zeros((len(frames), 256), bool)
         conf = np.full(len(frames), np.nan, np.float32)
         for i, t in enumerate(frames):
             ids = ids_of.get(t) if ids_of else None
-            if ids is None and masks.has(t):
+            if ids is None and t in masked:
                 ids = self.session.mask(t)
             if ids is not None:
                 presence[i] = np.bincount(ids.ravel(), minlength=256)[:256] > 0

@@ -134,7 +134,7 @@ class EditsMixin:
 
     def remove_object(self, oid: int) -> None:
         doc = self.doc
-        frames = doc.session.project.masks.frames()
+        frames = doc.session.masked_frames()
         if doc.stats_ready():   # only the frames the object is on need saving for undo
             frames = [t for t in frames if doc.presence[t, oid]]
         name = doc.objects()[oid].name

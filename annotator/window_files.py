@@ -132,7 +132,7 @@ class FilesMixin:
         old = self.doc.folder
         try:
             with self.doc.lock:
-                self.doc.session.project.save_as(folder)
+                self.doc.session.save_as(folder)
         except Exception as exc:
             self.show_error("Save As failed", describe(exc))
             return False
@@ -205,7 +205,7 @@ class FilesMixin:
                 except Exception as exc:
                     self.show_error("Recovery failed", describe(exc))
                     continue
-                self.load_session(session, touched=session.project.masks.frames())
+                self.load_session(session, touched=session.masked_frames())
                 self.statusBar().showMessage("Recovered the autosaved work: review it and save.", 10000)
                 recovered = True
             self._discard_autosave(slot.project)

@@ -6,7 +6,7 @@ Public API (imported lazily, so `import engine.palette` stays light):
     from engine import EngineError, VideoError, ProjectError, FormatError
     from engine import atomic_write_bytes   # write a whole file or nothing (the app's autosave uses it)
 
-See engine/session.py for the Session methods.
+See engine/session.py for the Session methods (and which may run from a worker thread).
 """
 
 import os
@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
     "Session": "engine.session",
-    "Snapshot": "engine.session",
+    "Snapshot": "engine.annotation",
     "propagate_file": "engine.pipeline",
     "PropagationConfig": "engine.propagation",
     "run_bench": "engine.bench",

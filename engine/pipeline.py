@@ -9,8 +9,7 @@ import numpy as np
 
 from engine.errors import FormatError
 from engine.palette import read_id_png
-from engine.project import open_sample_copy
-from engine.session import EXPORT_FORMATS, Session
+from engine.session import Session
 
 
 def propagate_file(
@@ -53,8 +52,7 @@ def run_demo(out: Path) -> Iterator[str]:
     """Copy the sample project, propagate its first-frame object, export every format; yields progress lines."""
     out = Path(out)
     project_dir = out / "project"
-    open_sample_copy(project_dir)
-    session = Session.open(project_dir)
+    session = Session.open_sample_copy(project_dir)
     try:
         yield from _demo_steps(session, out)
     finally:
@@ -62,8 +60,7 @@ def run_demo(out: Path) -> Iterator[str]:
 
 
 def _demo_steps(session: Session, out: Path) -> Iterator[str]:
-    project_dir = session.project.folder
-    yield f"sample project copied to {project_dir}: {len(session.video)} frames, {len(session.objects)} object(s)"
+    yield f"sample project copied to {session.folder}: {len(session.video)} frames, {len(session.objects)} object(s)"
     start = time.perf_counter()
     for _ in session.embed():
         pass
@@ -73,6 +70,6 @@ def _demo_steps(session: Session, out: Path) -> Iterator[str]:
         pass
     yield f"propagated in {time.perf_counter() - start:.1f} s"
     session.save()
-    for fmt in EXPORT_FORMATS:
+    for fmt, _label in Session.export_formats():
         paths = session.export(out / "export" / fmt, fmt)
         yield f"exported {fmt}: {', '.join(str(p) for p in paths)}"

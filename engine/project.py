@@ -22,11 +22,13 @@ from engine.errors import EngineError, ProjectError
 from engine.palette import PALETTE, decode_id_png, encode_id_png
 from engine.video import VideoSource, open_video
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: keyframes carry their role; 1 (kept readable): lists, corrected ones in settings
 PROJECT_FILE = "project.json"
 MASKS_DIR = "masks"
 INTERACTION_KINDS = ("click", "scribble", "brush", "eraser", "mask", "polygon")
 MAX_OBJECT_ID = 255
+FULL, CORRECTED = "full", "corrected"  # keyframe roles, see engine.annotation
+KEYFRAME_ROLES = (FULL, CORRECTED)
 SAMPLE_PROJECT = Path(__file__).resolve().parents[1] / "sample_projects" / "bigbuckbunny"
 
 
@@ -158,7 +160,7 @@ class Project:
         self.video_ref = video_ref  # "video" as stored in project.json
         self.objects: dict[int, ObjectInfo] = {}
         self.next_object_id = 1
-        self.keyframes: dict[int, set[int]] = {}
+        self.keyframes: dict[int, dict[int, str]] = {}  # {object id: {frame: FULL or CORRECTED}}
         self.interactions: list[Interaction] = []
         self.settings: dict = {}
         self.masks = MaskStore(video.working_size, len(video))
@@ -209,11 +211,11 @@ class Project:
             project.objects[o["id"]] = ObjectInfo(o["id"], o["name"], o["category"], tuple(o["color"]),
                                                   o["hidden"], o["locked"])
         project.next_object_id = doc["next_object_id"]
-        project.keyframes = {int(k): set(v) for k, v in doc["keyframes"].items()}
+        project.keyframes = _keyframes_from_json(doc)
         project.interactions = [Interaction(i["kind"], i["frame"], i["object_id"], i["positive"],
                                             [tuple(p) for p in i["points"]], i["radius"], i["time"])
                                 for i in doc["interactions"]]
-        project.settings = doc.get("settings", {})
+        project.settings = {k: v for k, v in doc.get("settings", {}).items() if k != _V1_CORRECTED}
         project.masks._load_folder(folder / MASKS_DIR)
         return project
 
@@ -255,7 +257,8 @@ class Project:
             "num_frames": len(self.video),
             "objects": [{**asdict(o), "color": list(o.color)} for o in self.objects.values()],
             "next_object_id": self.next_object_id,
-            "keyframes": {str(k): sorted(v) for k, v in sorted(self.keyframes.items())},
+            "keyframes": {str(k): {role: sorted(t for t, r in v.items() if r == role) for role in KEYFRAME_ROLES}
+                          for k, v in sorted(self.keyframes.items())},
             "interactions": [{**asdict(i), "points": [list(p) for p in i.points]} for i in self.interactions],
             "settings": self.settings,
         }
@@ -316,8 +319,10 @@ class Project:
 
     # ---- keyframes and interactions
 
-    def add_keyframe(self, oid: int, t: int) -> None:
-        self.keyframes.setdefault(oid, set()).add(int(t))
+    def add_keyframe(self, oid: int, t: int, role: str = FULL) -> None:
+        if role not in KEYFRAME_ROLES:
+            raise ValueError(f"unknown keyframe role {role!r}; expected one of {KEYFRAME_ROLES}")
+        self.keyframes.setdefault(oid, {})[int(t)] = role
         self._meta_dirty = True
 
     def log(self, interaction: Interaction) -> None:
@@ -396,7 +401,7 @@ _TOP = {  # key: (check, expected)
     "num_frames": (lambda v: _is_int(v) and v > 0, "a positive int"),
     "objects": (lambda v: isinstance(v, list), "a list"),
     "next_object_id": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "keyframes": (lambda v: isinstance(v, dict), "an object {object_id: [frames]}"),
+    "keyframes": (lambda v: isinstance(v, dict), "an object {object_id: {role: [frames]}}"),
     "interactions": (lambda v: isinstance(v, list), "a list"),
 }
 _OBJECT = {
@@ -440,7 +445,7 @@ def _validate(doc, pj: Path) -> None:
     if version > SCHEMA_VERSION:
         raise ProjectError(pj, f"schema_version {version} is newer than this app reads ({SCHEMA_VERSION}); "
                                "update the app")
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION):
         raise ProjectError(pj, f"unknown schema_version {version}")
     _check_fields(doc, _TOP, "", pj)
     if "settings" in doc and not isinstance(doc["settings"], dict):
@@ -454,12 +459,51 @@ def _validate(doc, pj: Path) -> None:
         ids.add(o["id"])
     if ids and doc["next_object_id"] <= max(ids):
         raise ProjectError(pj, f"next_object_id: {doc['next_object_id']} must be above every object id")
-    for key, frames in doc["keyframes"].items():
-        if not key.isdigit() or int(key) not in ids:
-            raise ProjectError(pj, f"keyframes: key {key!r} is not the id of an object")
-        if not isinstance(frames, list) or not all(_is_int(t) and 0 <= t < n for t in frames):
-            raise ProjectError(pj, f"keyframes.{key}: expected a list of frame indices 0..{n - 1}, got {frames!r}")
+    _validate_keyframes(doc, ids, pj)
     for k, i in enumerate(doc["interactions"]):
         _check_fields(i, _INTERACTION, f"interactions[{k}].", pj)
         if i["frame"] >= n:
             raise ProjectError(pj, f"interactions[{k}].frame: {i['frame']} is past the last frame {n - 1}")
+
+
+# ---- keyframes: schema 2 stores {object id: {"full": [frames], "corrected": [frames]}}; schema 1 stored
+# {object id: [frames]} with the corrected ones in settings["corrected_keyframes"] {object id: [frames]}
+
+_V1_CORRECTED = "corrected_keyframes"
+
+
+def _frames_ok(frames, n: int) -> bool:
+    return isinstance(frames, list) and all(_is_int(t) and 0 <= t < n for t in frames)
+
+
+def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
+    n = doc["num_frames"]
+    tables = [("keyframes", doc["keyframes"])]
+    if doc["schema_version"] == 1 and _V1_CORRECTED in doc.get("settings", {}):
+        tables.append((f"settings.{_V1_CORRECTED}", doc["settings"][_V1_CORRECTED]))
+        if not isinstance(tables[-1][1], dict):
+            raise ProjectError(pj, f"{tables[-1][0]}: expected an object {{object_id: [frames]}}, got {tables[-1][1]!r}")
+    for name, table in tables:
+        for key, value in table.items():
+            if not key.isdigit() or int(key) not in ids:
+                raise ProjectError(pj, f"{name}: key {key!r} is not the id of an object")
+            if name == "keyframes" and doc["schema_version"] == SCHEMA_VERSION:
+                if not isinstance(value, dict) or set(value) - set(KEYFRAME_ROLES):
+                    raise ProjectError(pj, f"{name}.{key}: expected an object with the keys "
+                                           f"{' and '.join(KEYFRAME_ROLES)}, got {value!r}")
+                lists = list(value.items())
+            else:
+                lists = [("", value)]
+            for role, frames in lists:
+                if not _frames_ok(frames, n):
+                    where = f"{name}.{key}" + (f".{role}" if role else "")
+                    raise ProjectError(pj, f"{where}: expected a list of frame indices 0..{n - 1}, got {frames!r}")
+
+
+def _keyframes_from_json(doc: dict) -> dict[int, dict[int, str]]:
+    """{object id: {frame: role}} from a validated project.json of either schema."""
+    if doc["schema_version"] == SCHEMA_VERSION:
+        return {int(k): {t: role for role, frames in v.items() for t in frames} for k, v in doc["keyframes"].items()}
+    corrected = doc.get("settings", {}).get(_V1_CORRECTED, {})
+    return {int(k): {t: CORRECTED if t in corrected.get(k, ()) else FULL for t in v}
+            for k, v in doc["keyframes"].items()}

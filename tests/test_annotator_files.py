@@ -52,7 +52,7 @@ def test_failed_save_shows_error_and_keeps_previous_file(window, messages, proje
     log, _ = messages
     before = (project / "project.json").read_bytes()
     window.add_object()
-    monkeypatch.setattr(window.doc.session.project, "save", lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr(window.doc.session._project, "save", lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     assert not window.save()
     assert log[-1][0] == "critical" and "No space left" in log[-1][2]
     assert (project / "project.json").read_bytes() == before
@@ -109,10 +109,10 @@ def test_new_project_from_frame_folder(tmp_path):
     from tests.test_annotator_support import make_frames
     frames = make_frames(tmp_path / "clip", 4)
     s = opening.open_any(frames)
-    assert s.project.folder == tmp_path / "clip.vosproj" and len(s.video) == 4
+    assert s.folder == tmp_path / "clip.vosproj" and len(s.video) == 4
     s.close()
     s2 = opening.open_any(frames)          # second time: the same project is continued
-    assert s2.project.folder == tmp_path / "clip.vosproj"
+    assert s2.folder == tmp_path / "clip.vosproj"
     s2.close()
 
 
@@ -145,13 +145,13 @@ def test_new_project_dialog_flow(window, qtbot, messages, tmp_path, monkeypatch)
 def test_no_argument_opens_a_writable_copy_of_the_sample(home):
     from annotator import opening
     s = opening.open_sample()
-    folder = s.project.folder
+    folder = s.folder
     assert folder.is_relative_to(home) and len(s.objects) >= 1 and len(s.video) > 0
     s.add_object(name="mine")
     s.save()
     s.close()
     again = opening.open_sample()             # the same copy is continued next time
-    assert again.project.folder == folder and any(o.name == "mine" for o in again.objects.values())
+    assert again.folder == folder and any(o.name == "mine" for o in again.objects.values())
     again.close()
 
 

@@ -4,23 +4,12 @@ from pathlib import Path
 
 from engine.errors import FormatError
 from engine.formats.annotations import Progress, TrackedMasks
-from engine.formats.binary import _FOLDER, load_binary_masks, save_binary_masks
-from engine.formats.coco import coco_from_dict, save_coco
-from engine.formats.davis import load_davis, save_davis
+from engine.formats.binary import _FOLDER, load_binary_masks
+from engine.formats.coco import coco_from_dict
+from engine.formats.davis import load_davis
 from engine.formats.jsonfile import read_json
-from engine.formats.youtube_vis import save_youtube_vis, youtube_vis_from_dict
-
-FORMATS = ("davis", "coco", "youtube-vis", "binary")
-_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "youtubevis": "youtube-vis", "vis": "youtube-vis"}
-JSON_NAMES = {"coco": "coco.json", "youtube-vis": "youtube-vis.json"}
-
-
-def format_name(name: str) -> str:
-    """Canonical format name (accepts ytvis/youtube_vis aliases); ValueError for unknown names."""
-    n = _ALIASES.get(name.lower(), name.lower())
-    if n not in FORMATS:
-        raise ValueError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
-    return n
+from engine.formats.registry import EXPORT_FORMATS, format_name
+from engine.formats.youtube_vis import youtube_vis_from_dict
 
 
 def detect_format(src: str | Path) -> str:
@@ -80,19 +69,12 @@ def convert(src: str | Path, dst: str | Path, to: str, *, src_format: str | None
     Masks are identical after the round trip; object names/categories are kept where the target
     format can hold them. Raises FormatError naming the file on bad input.
     """
-    to = format_name(to)
+    fmt = EXPORT_FORMATS[format_name(to)]
     src, dst = Path(src), Path(dst)
     videos = load_any(src, src_format)
     names = [v.name for v in videos]
-    if to in ("davis", "binary") and len(set(names)) != len(names):
+    if fmt.file_name is None and len(set(names)) != len(names):
         raise FormatError(src, f"several videos share a name, they would overwrite each other: {names}")
-    if to == "davis":
-        return save_davis(videos, dst, write_images=False, progress=progress)
-    if to == "binary":
-        if len(videos) == 1:
-            return save_binary_masks(videos[0], dst, progress=progress)
-        return [p for v in videos for p in save_binary_masks(v, dst / v.name, progress=progress)]
-    if dst.is_dir():
-        dst = dst / JSON_NAMES[to]
-    save = save_coco if to == "coco" else save_youtube_vis
-    return [save(videos, dst, progress=progress)]
+    if fmt.file_name is not None and dst.is_dir():
+        dst = dst / fmt.file_name
+    return list(fmt.write(videos, dst, progress, False))
