@@ -84,7 +84,7 @@ class Annotation:
         if interaction.kind not in RETRIEVAL_KINDS:
             roles[t] = FULL          # painted or drawn by hand: the whole mask is meant
         elif t not in roles:
-            was_propagated = (self.masks.get(t) == obj).any() and self.confidence.get(t, {}).get(obj, 1.0) < 1.0
+            was_propagated = self.confidence.get(t, {}).get(obj, 1.0) < 1.0 and (self.masks.get(t) == obj).any()
             roles[t] = CORRECTED if was_propagated else FULL
         self.masks.set(t, ids)
         self._project.log(interaction)

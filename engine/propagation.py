@@ -114,7 +114,7 @@ def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
 
 
 class Propagator:
-    """Runs a PropagationTask; one instance may be reused (it keeps only its config)."""
+    """Runs a PropagationTask; one instance may be reused (it keeps its config, refiner and upsampler)."""
 
     def __init__(self, config: PropagationConfig | None = None, refiner=None):
         self.config = config or PropagationConfig()

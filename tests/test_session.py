@@ -397,3 +397,14 @@ def test_the_shipped_schema_1_sample_opens_works_and_saves_as_schema_2(tmp_path)
         again.close()
     finally:
         s.close()
+
+
+def test_the_session_hands_out_no_internals(square):
+    s, _ = square
+    for name in ("project", "cache", "embedder", "config", "lock", "refiner", "tracked_masks"):
+        assert not hasattr(s, name), name
+    objects = s.objects
+    obj = s.add_object("a")
+    objects[obj.id] = None  # a copy: changing it changes nothing in the session
+    s.objects[obj.id].name = "b"
+    assert s.objects[obj.id].name == "a"

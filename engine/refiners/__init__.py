@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.refiners.base import FrameContext, Reference, Refiner, Run, normalise_probs, with_background
-from engine.upsample import argmax_ids
+from engine.upsample import argmax_ids, grid_size
 
 __all__ = [
     "FrameContext", "Reference", "Refiner", "Run", "normalise_probs", "with_background",
@@ -97,7 +97,7 @@ def time_refiner(name: str, frames=None, n: int = 20, size: tuple[int, int] = (8
         return (((xx - cx) / (w * 0.12)) ** 2 + ((yy - cy) / (h * 0.2)) ** 2 <= 1).astype(np.uint8)
 
     def emb() -> np.ndarray:
-        e = rng.standard_normal(((h + 7) // 8, (w + 7) // 8, dim)).astype(np.float32)
+        e = rng.standard_normal((*grid_size(h, w), dim)).astype(np.float32)
         return e / np.linalg.norm(e, axis=2, keepdims=True)
 
     refs = [Reference(t=0, image=frames[0], ids=mask_at(0), embedding=emb())]
