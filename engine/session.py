@@ -82,6 +82,7 @@ from engine.upsample import STRIDE, resize_ids
 __all__ = ["Session", "Snapshot"]
 
 CONFIDENCE_FILE = "confidence.json"
+EMBEDDING_LRU = 24  # frames kept in memory: a propagation's reference keyframes and its last frames
 
 
 class Session:
@@ -95,13 +96,10 @@ class Session:
         self._lock = threading.RLock()
         self._embedder = embedder
         self._cache = None
-        self._cache_lock = threading.Lock()
         self._annotation = Annotation(project, read_confidence(self._confidence_path()))
         self._propagator = Propagator(config or PropagationConfig())
         self._refiner = None
         self.set_refiner(refiner if refiner is not None else project.settings.get("refiner"))
-        self._emb_lru: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._emb_lru_size = 24
         self._probs: OrderedDict[int, tuple[list[int], np.ndarray]] = OrderedDict()
         self._probs_size = 256
         self.last_timing: dict[str, float] = {}
@@ -252,13 +250,16 @@ class Session:
 
     # ------------------------------------------------------------------ embeddings
     def _embeddings(self):
-        """The project's on-disk EmbeddingCache (created, and the embedder loaded, on first use)."""
-        if self._cache is None:
-            from engine.embedding import Embedder, EmbeddingCache
-            if self._embedder is None:
-                self._embedder = Embedder.load()
-            self._cache = EmbeddingCache(self.folder / "cache", self.video, self._embedder)
-        return self._cache
+        """The project's on-disk EmbeddingCache (created, and the embedder loaded, on first use); its
+        in-memory LRU holds the last EMBEDDING_LRU frames a propagation or a click read."""
+        with self._lock:
+            if self._cache is None:
+                from engine.embedding import Embedder, EmbeddingCache
+                if self._embedder is None:
+                    self._embedder = Embedder.load()
+                self._cache = EmbeddingCache(self.folder / "cache", self.video, self._embedder,
+                                             lru_frames=EMBEDDING_LRU)
+            return self._cache
 
     def embed(self, progress: Callable | None = None, cancel: Callable[[], bool] | None = None) -> Iterator[int]:
         """Cache every frame's embedding; yields frame indices as they are done (cancellable:
@@ -266,25 +267,16 @@ class Session:
         return self._embeddings().compute(progress=progress, cancel=cancel)
 
     def is_embedded(self, t: int) -> bool:
-        return t in self._emb_lru or self._embeddings().has(t)
+        return self._embeddings().has(t)
 
     def embedded_count(self) -> int:
         cache = self._embeddings()
         return sum(1 for t in range(len(self.video)) if cache.has(t))
 
     def embedding(self, t: int) -> np.ndarray:
-        """(h, w, D) float32 unit embeddings of frame t on the stride-8 grid (computed now if not cached)."""
-        with self._cache_lock:
-            e = self._emb_lru.get(t)
-            if e is not None:
-                self._emb_lru.move_to_end(t)
-                return e
-        e = np.ascontiguousarray(self._embeddings().get(t), dtype=np.float32)  # embeds t now if not cached
-        with self._cache_lock:
-            self._emb_lru[t] = e
-            while len(self._emb_lru) > self._emb_lru_size:
-                self._emb_lru.popitem(last=False)
-        return e
+        """(h, w, D) float32 unit embeddings of frame t on the stride-8 grid, read-only (computed now if
+        not cached)."""
+        return self._embeddings().get(t)
 
     # ------------------------------------------------------------------ edits
     def _check(self, t: int, obj_id: int | None = None) -> None:
