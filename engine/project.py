@@ -215,7 +215,8 @@ class Project:
         project.interactions = [Interaction(i["kind"], i["frame"], i["object_id"], i["positive"],
                                             [tuple(p) for p in i["points"]], i["radius"], i["time"])
                                 for i in doc["interactions"]]
-        project.settings = {k: v for k, v in doc.get("settings", {}).items() if k != _V1_CORRECTED}
+        project.settings = {k: v for k, v in doc.get("settings", {}).items()
+                            if not (k == _V1_CORRECTED and doc["schema_version"] < ROLES_SINCE)}
         project.masks._load_folder(folder / MASKS_DIR)
         return project
 
@@ -445,7 +446,7 @@ def _validate(doc, pj: Path) -> None:
     if version > SCHEMA_VERSION:
         raise ProjectError(pj, f"schema_version {version} is newer than this app reads ({SCHEMA_VERSION}); "
                                "update the app")
-    if version not in (1, SCHEMA_VERSION):
+    if version < 1:
         raise ProjectError(pj, f"unknown schema_version {version}")
     _check_fields(doc, _TOP, "", pj)
     if "settings" in doc and not isinstance(doc["settings"], dict):
@@ -470,6 +471,7 @@ def _validate(doc, pj: Path) -> None:
 # {object id: [frames]} with the corrected ones in settings["corrected_keyframes"] {object id: [frames]}
 
 _V1_CORRECTED = "corrected_keyframes"
+ROLES_SINCE = 2  # the first schema whose keyframes carry their role
 
 
 def _frames_ok(frames, n: int) -> bool:
@@ -479,7 +481,7 @@ def _frames_ok(frames, n: int) -> bool:
 def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
     n = doc["num_frames"]
     tables = [("keyframes", doc["keyframes"])]
-    if doc["schema_version"] == 1 and _V1_CORRECTED in doc.get("settings", {}):
+    if doc["schema_version"] < ROLES_SINCE and _V1_CORRECTED in doc.get("settings", {}):
         tables.append((f"settings.{_V1_CORRECTED}", doc["settings"][_V1_CORRECTED]))
         if not isinstance(tables[-1][1], dict):
             raise ProjectError(pj, f"{tables[-1][0]}: expected an object {{object_id: [frames]}}, got {tables[-1][1]!r}")
@@ -487,7 +489,7 @@ def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
         for key, value in table.items():
             if not key.isdigit() or int(key) not in ids:
                 raise ProjectError(pj, f"{name}: key {key!r} is not the id of an object")
-            if name == "keyframes" and doc["schema_version"] == SCHEMA_VERSION:
+            if name == "keyframes" and doc["schema_version"] >= ROLES_SINCE:
                 if not isinstance(value, dict) or set(value) - set(KEYFRAME_ROLES):
                     raise ProjectError(pj, f"{name}.{key}: expected an object with the keys "
                                            f"{' and '.join(KEYFRAME_ROLES)}, got {value!r}")
@@ -502,7 +504,7 @@ def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
 
 def _keyframes_from_json(doc: dict) -> dict[int, dict[int, str]]:
     """{object id: {frame: role}} from a validated project.json of either schema."""
-    if doc["schema_version"] == SCHEMA_VERSION:
+    if doc["schema_version"] >= ROLES_SINCE:
         return {int(k): {t: role for role, frames in v.items() for t in frames} for k, v in doc["keyframes"].items()}
     corrected = doc.get("settings", {}).get(_V1_CORRECTED, {})
     return {int(k): {t: CORRECTED if t in corrected.get(k, ()) else FULL for t in v}
