@@ -6,7 +6,7 @@ Public API (imported lazily, so `import engine.palette` stays light):
     from engine import EngineError, VideoError, ProjectError, FormatError, StorageError
     from engine import atomic_write_bytes   # write a whole file or nothing (the app's autosave uses it)
 
-See engine/session.py for the Session methods.
+See engine/session.py for the Session methods (and which may run from a worker thread).
 """
 
 import os
@@ -22,7 +22,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 _EXPORTS = {
     "Session": "engine.session",
-    "Snapshot": "engine.session",
+    "Snapshot": "engine.annotation",
     "propagate_file": "engine.pipeline",
     "PropagationConfig": "engine.propagation",
     "run_bench": "engine.bench",

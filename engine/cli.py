@@ -1,6 +1,6 @@
 """`vos-engine`: the headless command line, built on the same public API as the GUI.
 
-Each subcommand imports what it needs lazily so `vos-engine --help` stays instant.
+Each subcommand imports what it needs lazily so `vos-engine --help` stays quick (no torch, no faiss).
 Errors the engine raises for bad input print as one line naming the file, exit code 2.
 Long work shows its progress on stderr (a bar on a terminal, a line every few seconds in a log; engine.progress);
 --quiet silences it, stdout keeps only the results.
@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 from engine.errors import EngineError
-
-FORMATS = ("davis", "coco", "youtube-vis")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +57,14 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from engine.formats import EXPORT_FORMATS, FORMATS  # the one format table (no torch: --help stays quick)
+
     p = argparse.ArgumentParser(prog="vos-engine", description=__doc__.splitlines()[0],
                                 parents=[_output_options()])
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_SubParser)
 
-    c = sub.add_parser("convert", help="convert masks between DAVIS, COCO and YouTube-VIS")
+    c = sub.add_parser("convert", help="convert masks between DAVIS, COCO, YouTube-VIS and binary PNGs")
     c.add_argument("src", type=Path, help="DAVIS root or Annotations folder, COCO or YouTube-VIS json")
     c.add_argument("dst", type=Path, help="output folder (davis) or json file (coco, youtube-vis)")
     c.add_argument("--to", required=True, choices=FORMATS)
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--mask", required=True, type=Path, help="indexed or 0/255 PNG of the annotated frame")
     pr.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
     pr.add_argument("--out", required=True, type=Path)
-    pr.add_argument("--format", default="davis", choices=FORMATS)
+    pr.add_argument("--format", default="davis", choices=list(EXPORT_FORMATS))
     pr.add_argument("--refiner", default=None, type=_refiner)
     pr.add_argument("--project", type=Path, help="project folder to keep (default: a temporary one)")
     pr.set_defaults(run=_propagate)

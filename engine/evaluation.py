@@ -471,8 +471,6 @@ def run_interactive(
     the one-off embedding pass is reported apart as `embed_seconds`).
     progress(done, total) after each sequence (all its rounds).
     """
-    from engine import simulated_user as su
-
     make = make_session_fn or default_session_factory(refiner)
     seqs = load_sequences(davis_root, split, sequences)
     per_round: list[list[ObjectScores]] = [[] for _ in range(rounds + 1)]
@@ -480,44 +478,20 @@ def run_interactive(
     per_seq: dict[str, list[dict]] = {}
     embed_seconds = 0.0
     for si, seq in enumerate(seqs):
-        gts = [seq.ground_truth(t) for t in range(len(seq))]
-        object_ids = object_ids_of(gts[0])
-        per_seq[seq.name] = []
         with tempfile.TemporaryDirectory(prefix=f"vos-ieval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
             try:
                 t0 = time.perf_counter()
                 _embed_all(session)
                 embed_seconds += time.perf_counter() - t0
-                work_shape = session.mask(0).shape
-                to_session, to_gt = {}, {}
-                for k in object_ids:
-                    obj = session.add_object(name=f"object {k}")
-                    to_session[k], to_gt[obj.id] = obj.id, k
-                for r in range(rounds + 1):
-                    if r == 0:
-                        clicks = [c for c in (su.first_click(gts[0], k) for k in object_ids) if c is not None]
-                    else:
-                        c = su.next_click(preds, gts, object_ids, jf)
-                        clicks = [] if c is None else [c]
-                    t0 = time.perf_counter()
-                    for c in clicks:
-                        x, y = _scale_point(c.x, c.y, gts[0].shape, work_shape)
-                        session.click(c.frame, to_session[c.object_id], x, y, positive=c.positive)
-                    if clicks:
-                        start = clicks[-1].frame
-                        for _ in session.propagate(start, direction="forward" if r == 0 else "both"):
-                            pass
-                    seconds[r, si] = time.perf_counter() - t0
-                    reader = _MaskReader(session, to_gt, gts[0].shape)
-                    preds = [reader(t) for t in range(len(seq))]
-                    scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids, skip_first_last=False)
+                per_seq[seq.name] = []
+                for r, (scores, secs, clicks) in enumerate(_interactive_rounds(session, seq, rounds)):
+                    seconds[r, si] = secs
                     per_round[r] += scores
-                    jf = np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(len(seq))
                     s = EvaluationResult(scores).summary()
                     per_seq[seq.name].append({
                         "round": r, "JF_mean": s["JF_mean"], "J_mean": s["J_mean"], "F_mean": s["F_mean"],
-                        "seconds": float(seconds[r, si]),
+                        "seconds": float(secs),
                         "clicks": [{"frame": c.frame, "object_id": c.object_id, "x": c.x, "y": c.y, "positive": c.positive} for c in clicks],
                     })
             finally:
@@ -535,6 +509,40 @@ def run_interactive(
         "split": split, "n_sequences": len(seqs), "rounds": out_rounds, "embed_seconds": embed_seconds,
         "sequences": per_seq,
     })
+
+
+def _interactive_rounds(session, seq: DavisSequence, rounds: int):
+    """Per round of one sequence: (scores of every frame, engine seconds, the clicks made)."""
+    from engine import simulated_user as su
+
+    gts = [seq.ground_truth(t) for t in range(len(seq))]
+    object_ids = object_ids_of(gts[0])
+    work_shape = session.mask(0).shape
+    to_session, to_gt = {}, {}
+    for k in object_ids:
+        obj = session.add_object(name=f"object {k}")
+        to_session[k], to_gt[obj.id] = obj.id, k
+    preds = jf = None
+    for r in range(rounds + 1):
+        if r == 0:
+            clicks = [c for c in (su.first_click(gts[0], k) for k in object_ids) if c is not None]
+        else:
+            c = su.next_click(preds, gts, object_ids, jf)
+            clicks = [] if c is None else [c]
+        t0 = time.perf_counter()
+        for c in clicks:
+            x, y = _scale_point(c.x, c.y, gts[0].shape, work_shape)
+            session.click(c.frame, to_session[c.object_id], x, y, positive=c.positive)
+        if clicks:
+            for _ in session.propagate(clicks[-1].frame, direction="forward" if r == 0 else "both"):
+                pass
+        secs = time.perf_counter() - t0
+        reader = _MaskReader(session, to_gt, gts[0].shape)
+        preds = [reader(t) for t in range(len(seq))]
+        scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
+                              skip_first_last=False)
+        jf = np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(len(seq))
+        yield scores, secs, clicks
 
 
 class _MaskReader:

@@ -11,8 +11,7 @@ from engine.atomic import check_output_folder
 from engine.errors import FormatError
 from engine.palette import read_id_png
 from engine.progress import stage
-from engine.project import open_sample_copy
-from engine.session import EXPORT_FORMATS, Session
+from engine.session import Session
 
 StageProgress = Callable[[str, int, int], None]  # progress(stage, done, total)
 
@@ -80,8 +79,7 @@ def run_demo(out: Path, progress: StageProgress | None = None) -> Iterator[str]:
     progress(stage, done, total) per frame of embedding, propagation and each export."""
     out = Path(out)
     project_dir = out / "project"
-    open_sample_copy(project_dir)
-    session = Session.open(project_dir)
+    session = Session.open_sample_copy(project_dir)
     try:
         yield from _demo_steps(session, out, progress)
     finally:
@@ -89,8 +87,7 @@ def run_demo(out: Path, progress: StageProgress | None = None) -> Iterator[str]:
 
 
 def _demo_steps(session: Session, out: Path, progress: StageProgress | None) -> Iterator[str]:
-    project_dir = session.project.folder
-    yield f"sample project copied to {project_dir}: {len(session.video)} frames, {len(session.objects)} object(s)"
+    yield f"sample project copied to {session.folder}: {len(session.video)} frames, {len(session.objects)} object(s)"
     start = time.perf_counter()
     _embed(session, progress)
     yield f"embeddings computed in {time.perf_counter() - start:.1f} s"
@@ -98,6 +95,6 @@ def _demo_steps(session: Session, out: Path, progress: StageProgress | None) -> 
     _propagate(session, 0, "forward", progress)
     yield f"propagated in {time.perf_counter() - start:.1f} s"
     session.save()
-    for fmt in EXPORT_FORMATS:
+    for fmt, _label in Session.export_formats():
         paths = session.export(out / "export" / fmt, fmt, progress=stage(progress, f"exporting {fmt}"))
         yield f"exported {fmt}: {', '.join(str(p) for p in paths)}"

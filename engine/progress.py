@@ -79,20 +79,22 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(text)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the display; a failed task leaves no closing line or bar, so its error is the one line shown."""
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
+            self._bar.leave = not failed
             self._bar.close()
-        elif not _quiet and self.done and self._logged != self.done:
+        elif not _quiet and not failed and self.done and self._logged != self.done:
             self._line()
 
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)
 
     def _line(self) -> None:
         self._last = time.monotonic()
@@ -138,16 +140,16 @@ class Stages:
             self._bar = Progress(stage, total, self.units.get(stage, self.unit), stream=self._stream)
         self._bar.callback(done, total)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         if self._bar is not None:
-            self._bar.close()
+            self._bar.close(failed)
         self._stage = self._bar = None
 
     def __enter__(self) -> "Stages":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)
 
 
 def _isatty(stream) -> bool:

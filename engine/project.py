@@ -50,7 +50,7 @@ try:
 except ImportError:  # Windows: no advisory locks; one process per project
     fcntl = None
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # 2: keyframes carry their role, mask files are listed; 1 (kept readable): neither
 PROJECT_FILE = "project.json"
 MASKS_DIR = "masks"
 INTERACTION_KINDS = ("click", "scribble", "brush", "eraser", "mask", "polygon")
@@ -61,6 +61,8 @@ LEGACY_MASK_FILE = re.compile(r"^(\d+)\.png$")  # schema 1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 log = logging.getLogger(__name__)
+FULL, CORRECTED = "full", "corrected"  # keyframe roles, see engine.annotation
+KEYFRAME_ROLES = (FULL, CORRECTED)
 
 
 @dataclass
@@ -258,7 +260,7 @@ class Project:
         self.video_ref = video_ref  # "video" as stored in project.json
         self.objects: dict[int, ObjectInfo] = {}
         self.next_object_id = 1
-        self.keyframes: dict[int, set[int]] = {}
+        self.keyframes: dict[int, dict[int, str]] = {}  # {object id: {frame: FULL or CORRECTED}}
         self.interactions: list[Interaction] = []
         self.settings: dict = {}
         self.masks = MaskStore(video.working_size, len(video))
@@ -318,11 +320,12 @@ class Project:
             project.objects[o["id"]] = ObjectInfo(o["id"], o["name"], o["category"], tuple(o["color"]),
                                                   o["hidden"], o["locked"])
         project.next_object_id = doc["next_object_id"]
-        project.keyframes = {int(k): set(v) for k, v in doc["keyframes"].items()}
+        project.keyframes = _keyframes_from_json(doc)
         project.interactions = [Interaction(i["kind"], i["frame"], i["object_id"], i["positive"],
                                             [tuple(p) for p in i["points"]], i["radius"], i["time"])
                                 for i in doc["interactions"]]
-        project.settings = dict(doc.get("settings", {}))
+        project.settings = {k: v for k, v in dict(doc.get("settings", {})).items()
+                            if not (k == _V1_CORRECTED and doc["schema_version"] < ROLES_SINCE)}
         project.masks._load(folder / MASKS_DIR, doc["mask_files"] if doc["schema_version"] >= 2 else None, pj)
         for t in project.masks.frames():
             unknown = sorted(set(project.masks.ids(t)) - set(project.objects))
@@ -445,7 +448,8 @@ class Project:
             "num_frames": len(self.video),
             "objects": [{**asdict(o), "color": list(o.color)} for o in self.objects.values()],
             "next_object_id": self.next_object_id,
-            "keyframes": {str(k): sorted(v) for k, v in sorted(self.keyframes.items())},
+            "keyframes": {str(k): {role: sorted(t for t, r in v.items() if r == role) for role in KEYFRAME_ROLES}
+                          for k, v in sorted(self.keyframes.items())},
             "interactions": [{**asdict(i), "points": [list(p) for p in i.points]} for i in self.interactions],
             "settings": self.settings,
             "mask_files": {str(t): {"file": name, "ids": list(ids)} for t, (name, ids) in listing.items()},
@@ -507,8 +511,10 @@ class Project:
 
     # ---- keyframes and interactions
 
-    def add_keyframe(self, oid: int, t: int) -> None:
-        self.keyframes.setdefault(oid, set()).add(int(t))
+    def add_keyframe(self, oid: int, t: int, role: str = FULL) -> None:
+        if role not in KEYFRAME_ROLES:
+            raise ValueError(f"unknown keyframe role {role!r}; expected one of {KEYFRAME_ROLES}")
+        self.keyframes.setdefault(oid, {})[int(t)] = role
         self._meta_dirty = True
 
     def log(self, interaction: Interaction) -> None:
@@ -630,7 +636,7 @@ _TOP = {  # key: (check, expected)
     "num_frames": (lambda v: _is_int(v) and v > 0, "a positive int"),
     "objects": (lambda v: isinstance(v, list), "a list"),
     "next_object_id": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "keyframes": (lambda v: isinstance(v, dict), "an object {object_id: [frames]}"),
+    "keyframes": (lambda v: isinstance(v, dict), "an object {object_id: {role: [frames]}}"),
     "interactions": (lambda v: isinstance(v, list), "a list"),
 }
 _MASK_FILES = {"mask_files": (lambda v: isinstance(v, dict), "an object {frame: {file, ids}}")}  # schema 2
@@ -700,9 +706,7 @@ def _validate(doc, pj: Path) -> None:
         ids.add(o["id"])
     if ids and doc["next_object_id"] <= max(ids):
         raise ProjectError(pj, f"next_object_id: {doc['next_object_id']} must be above every object id")
-    _check_frames_per_object(doc["keyframes"], "keyframes", ids, n, pj)
-    if "corrected_keyframes" in settings:
-        _check_frames_per_object(settings["corrected_keyframes"], "settings.corrected_keyframes", ids, n, pj)
+    _validate_keyframes(doc, ids, pj)
     for k, i in enumerate(doc["interactions"]):
         _check_fields(i, _INTERACTION, f"interactions[{k}].", pj)
         if i["frame"] >= n:
@@ -712,16 +716,6 @@ def _validate(doc, pj: Path) -> None:
                                    f"(ids so far: 1..{doc['next_object_id'] - 1})")
     if version >= 2:
         _check_mask_files(doc["mask_files"], ids, n, pj)
-
-
-def _check_frames_per_object(value, where: str, ids: set[int], n: int, pj: Path) -> None:
-    if not isinstance(value, dict):
-        raise ProjectError(pj, f"{where}: expected an object {{object_id: [frames]}}, got {_shown(value)}")
-    for key, frames in value.items():
-        if not _is_index(key, MAX_OBJECT_ID + 1) or int(key) not in ids:
-            raise ProjectError(pj, f"{where}: key {_shown(key)} is not the id of an object")
-        if not isinstance(frames, list) or not all(_is_int(t) and 0 <= t < n for t in frames):
-            raise ProjectError(pj, f"{where}.{key}: expected a list of frame indices 0..{n - 1}, got {_shown(frames)}")
 
 
 def _check_mask_files(listing: dict, ids: set[int], n: int, pj: Path) -> None:
@@ -742,3 +736,47 @@ def _check_mask_files(listing: dict, ids: set[int], n: int, pj: Path) -> None:
         if unknown:
             raise ProjectError(pj, f"{where}.ids: the mask holds object id(s) {', '.join(map(str, unknown))}, "
                                    "which no object lists")
+
+
+# ---- keyframes: schema 2 stores {object id: {"full": [frames], "corrected": [frames]}}; schema 1 stored
+# {object id: [frames]} with the corrected ones in settings["corrected_keyframes"] {object id: [frames]}
+
+_V1_CORRECTED = "corrected_keyframes"
+ROLES_SINCE = 2  # the first schema whose keyframes carry their role
+
+
+def _frames_ok(frames, n: int) -> bool:
+    return isinstance(frames, list) and all(_is_int(t) and 0 <= t < n for t in frames)
+
+
+def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
+    n = doc["num_frames"]
+    tables = [("keyframes", doc["keyframes"])]
+    if doc["schema_version"] < ROLES_SINCE and _V1_CORRECTED in doc.get("settings", {}):
+        tables.append((f"settings.{_V1_CORRECTED}", doc["settings"][_V1_CORRECTED]))
+        if not isinstance(tables[-1][1], dict):
+            raise ProjectError(pj, f"{tables[-1][0]}: expected an object {{object_id: [frames]}}, got {_shown(tables[-1][1])}")
+    for name, table in tables:
+        for key, value in table.items():
+            if not _is_index(key, MAX_OBJECT_ID + 1) or int(key) not in ids:
+                raise ProjectError(pj, f"{name}: key {_shown(key)} is not the id of an object")
+            if name == "keyframes" and doc["schema_version"] >= ROLES_SINCE:
+                if not isinstance(value, dict) or set(value) - set(KEYFRAME_ROLES):
+                    raise ProjectError(pj, f"{name}.{key}: expected an object with the keys "
+                                           f"{' and '.join(KEYFRAME_ROLES)}, got {_shown(value)}")
+                lists = list(value.items())
+            else:
+                lists = [("", value)]
+            for role, frames in lists:
+                if not _frames_ok(frames, n):
+                    where = f"{name}.{key}" + (f".{role}" if role else "")
+                    raise ProjectError(pj, f"{where}: expected a list of frame indices 0..{n - 1}, got {_shown(frames)}")
+
+
+def _keyframes_from_json(doc: dict) -> dict[int, dict[int, str]]:
+    """{object id: {frame: role}} from a validated project.json of either schema."""
+    if doc["schema_version"] >= ROLES_SINCE:
+        return {int(k): {t: role for role, frames in v.items() for t in frames} for k, v in doc["keyframes"].items()}
+    corrected = doc.get("settings", {}).get(_V1_CORRECTED, {})
+    return {int(k): {t: CORRECTED if t in corrected.get(k, ()) else FULL for t in v}
+            for k, v in doc["keyframes"].items()}

@@ -241,7 +241,7 @@ def test_unknown_refiner_opens_with_a_warning_and_no_refiner(saved, caplog):
                           "installation; opening without a refiner"]
     assert p.warnings[0] in caplog.text
     s = Session(p)
-    assert s.refiner is None and s.refiner_name == "none"
+    assert s.refiner_name == "none"
     s.close()
 
 
@@ -252,7 +252,11 @@ def test_unknown_refiner_opens_with_a_warning_and_no_refiner(saved, caplog):
     ({"1": [99]}, "settings.corrected_keyframes.1: expected a list of frame indices"),
 ])
 def test_malformed_corrected_keyframes_are_refused_at_load(saved, value, pattern):
-    _edit(saved, lambda d: d["settings"].update(corrected_keyframes=value))
+    def as_schema_1(doc):  # schema 1 kept the corrected keyframes in settings; schema 2 gives keyframes a role
+        doc.update(schema_version=1, keyframes={k: v["full"] + v["corrected"] for k, v in doc["keyframes"].items()})
+        doc.pop("mask_files")
+        doc["settings"].update(corrected_keyframes=value)
+    _edit(saved, as_schema_1)
     _refused(saved, str(saved / "project.json"), pattern)
 
 

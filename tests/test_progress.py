@@ -88,3 +88,13 @@ def test_slow_work_gives_seconds_per_unit_and_no_repeated_last_line(monkeypatch)
     lines = out.getvalue().splitlines()
     assert lines == ["evaluating: 1/2 sequences (50%), 30.0 s/sequence, ETA 30 s",
                      "evaluating: 2/2 sequences (100%), 30.0 s/sequence, done in 1 min 00 s"]
+
+
+def test_a_failed_task_leaves_no_closing_line_so_its_error_stands_alone(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 1e9)
+    for stream in (io.StringIO(), _Terminal()):
+        with pytest.raises(OSError):
+            with Progress("converting", total=200, stream=stream) as bar:
+                bar.update(4)
+                raise OSError("No space left on device")
+        assert "4/200" not in stream.getvalue().rsplit("\r", 1)[-1]

@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import ProjectError, StorageError, VideoError
 from engine.palette import PALETTE, read_id_png
-from engine.project import SAMPLE_PROJECT, Interaction, Project, open_sample_copy
+from engine.project import CORRECTED, FULL, SAMPLE_PROJECT, Interaction, Project, open_sample_copy
 
 N = 12
 
@@ -46,6 +46,7 @@ def test_create_save_load_round_trip(project):
     project.masks.set(0, _square(1, 5, 5) | _square(2, 40, 30))
     project.masks.set(7, _square(1, 10, 10))
     project.add_keyframe(dog.id, 0)
+    project.add_keyframe(dog.id, 7, CORRECTED)
     project.log(Interaction("click", 0, dog.id, True, [(7.5, 8.0)]))
     project.log(Interaction("brush", 7, dog.id, False, [(1, 2), (3, 4)], radius=4))
     project.settings["refiner"] = "parts"
@@ -55,7 +56,7 @@ def test_create_save_load_round_trip(project):
 
     p = Project.load(project.folder)
     assert p.objects == project.objects
-    assert p.keyframes == {1: {0}} and p.next_object_id == 3
+    assert p.keyframes == {1: {0: FULL, 7: CORRECTED}} and p.next_object_id == 3
     assert p.interactions == project.interactions
     assert p.settings == {"refiner": "parts"}
     assert p.masks.frames() == [0, 7] and p.masks.has(7) and not p.masks.has(3)
@@ -66,6 +67,7 @@ def test_create_save_load_round_trip(project):
     assert np.array_equal(read_id_png(project.folder / "masks" / doc["mask_files"]["7"]["file"]), _square(1, 10, 10))
     assert sorted(os.listdir(project.folder / "masks")) == sorted(e["file"] for e in doc["mask_files"].values())
     assert doc["schema_version"] == 2 and doc["video"] == "../clip.avi"
+    assert doc["keyframes"] == {"1": {"full": [0], "corrected": [7]}}
     assert doc["native_size"] == [160, 120] and doc["working_size"] == [80, 60] and doc["num_frames"] == N
 
 
@@ -194,8 +196,15 @@ def _edit(folder, change):
     (lambda d: d["objects"][0].update(color=[1, 2]), r"objects\[0\].color: expected \[r, g, b\]"),
     (lambda d: d["objects"][0].pop("locked"), r"objects\[0\]: missing key 'locked'"),
     (lambda d: d["objects"].append(dict(d["objects"][0])), r"objects\[1\].id: id 1 used twice"),
-    (lambda d: d.update(keyframes={"9": [0]}), "keyframes: key '9' is not the id of an object"),
-    (lambda d: d.update(keyframes={"1": [99]}), "keyframes.1: expected a list of frame indices"),
+    (lambda d: d.update(keyframes={"9": {"full": [0]}}), "keyframes: key '9' is not the id of an object"),
+    (lambda d: d.update(keyframes={"1": {"full": [99]}}), "keyframes.1.full: expected a list of frame indices"),
+    (lambda d: d.update(keyframes={"1": [0]}), "keyframes.1: expected an object with the keys full and corrected"),
+    (lambda d: d.update(keyframes={"1": {"main": [0]}}), "keyframes.1: expected an object with the keys"),
+    (lambda d: d.update(schema_version=1, keyframes={"1": [99]}), "keyframes.1: expected a list of frame indices"),
+    (lambda d: d.update(schema_version=1, keyframes={"1": [0]}, settings={"corrected_keyframes": [0]}),
+     "settings.corrected_keyframes: expected an object"),
+    (lambda d: d.update(schema_version=1, keyframes={"1": [0]}, settings={"corrected_keyframes": {"1": ["x"]}}),
+     "settings.corrected_keyframes.1: expected a list of frame indices"),
     (lambda d: d["interactions"].append({"kind": "poke"}), r"interactions\[0\].kind: expected one of"),
 ])
 def test_schema_errors_name_the_problem(project, change, pattern):
@@ -244,6 +253,22 @@ def test_object_ids_are_bounded_by_8_bit_masks(project):
     project.add_object()
     with pytest.raises(ProjectError, match="no object id left"):
         project.add_object()
+
+
+def test_a_schema_1_project_opens_with_its_keyframe_roles_and_saves_as_schema_2(project):
+    """Schema 1 kept keyframes as lists and the corrected ones in settings["corrected_keyframes"]."""
+    project.add_object()
+    project.save()
+    _edit(project.folder, lambda d: d.update(schema_version=1, keyframes={"1": [0, 4, 9]},
+                                             settings={"refiner": "parts", "corrected_keyframes": {"1": [4]}}))
+    p = Project.load(project.folder)
+    assert p.keyframes == {1: {0: FULL, 4: CORRECTED, 9: FULL}}
+    assert p.settings == {"refiner": "parts"}  # the hidden list is gone from the settings
+    p.save()
+    doc = json.loads((project.folder / "project.json").read_text())
+    assert doc["schema_version"] == 2 and doc["settings"] == {"refiner": "parts"}
+    assert doc["keyframes"] == {"1": {"full": [0, 9], "corrected": [4]}}
+    assert Project.load(project.folder).keyframes == p.keyframes
 
 
 def test_sample_project_copy_has_the_bunny_on_frame_0(tmp_path):

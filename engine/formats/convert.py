@@ -10,19 +10,8 @@ from engine.formats.binary import _FOLDER, load_binary_masks, safe_name, save_bi
 from engine.formats.coco import coco_from_dict, save_coco
 from engine.formats.davis import load_davis, save_davis
 from engine.formats.jsonfile import read_json
+from engine.formats.registry import EXPORT_FORMATS, format_name
 from engine.formats.youtube_vis import save_youtube_vis, youtube_vis_from_dict
-
-FORMATS = ("davis", "coco", "youtube-vis", "binary")
-_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "youtubevis": "youtube-vis", "vis": "youtube-vis"}
-JSON_NAMES = {"coco": "coco.json", "youtube-vis": "youtube-vis.json"}
-
-
-def format_name(name: str) -> str:
-    """Canonical format name (accepts ytvis/youtube_vis aliases); ValueError for unknown names."""
-    n = _ALIASES.get(name.lower(), name.lower())
-    if n not in FORMATS:
-        raise ValueError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
-    return n
 
 
 def detect_format(src: str | Path) -> str:
@@ -86,6 +75,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, src_format: str | None
     FormatError naming the file on bad input, StorageError when the destination cannot be written.
     """
     to = format_name(to)
+    fmt = EXPORT_FORMATS[to]
     src, dst = Path(src), Path(dst)
     if to in ("davis", "binary"):
         check_output_folder(dst)
@@ -114,7 +104,7 @@ def convert(src: str | Path, dst: str | Path, to: str, *, src_format: str | None
             publish(stage, dst, [stage / name for name in names])
             return [dst / p.relative_to(stage) for p in written]
     if dst.is_dir():
-        dst = dst / JSON_NAMES[to]
+        dst = dst / fmt.file_name
     save = save_coco if to == "coco" else save_youtube_vis
     with staged_output(dst.parent) as stage:
         return publish(stage, dst.parent, [save(videos, stage / dst.name, progress=progress)])
