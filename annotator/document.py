@@ -29,7 +29,7 @@ class Document(QObject):
     selectionChanged = Signal(object)    # object id or None
     statsChanged = Signal()
     timingReported = Signal(str)
-    runner = None   # set by the window: runner(fn, done) runs fn() on a worker, then done() here
+    runner = None   # set by the window: runner(fn, done, big) runs fn() (on a worker if big), then done() here
     attached = False   # set by the window while its views listen to this document
 
     def __init__(self, session, parent=None, touched=()):
@@ -43,7 +43,7 @@ class Document(QObject):
         self.frame = 0
         self.selected: int | None = next(iter(self.objects()), None)
         self.presence = np.zeros((self.n, 256), bool)      # presence[t, id]: object id has pixels in frame t
-        self.confidence = np.full(self.n, np.nan, np.float32)
+        self.confidence = np.full((self.n, 256), np.nan, np.float32)   # confidence[t, id]; NaN = unknown
         self.embedded = np.zeros(self.n, bool)     # filled by the window from the embedding job
         self._pending: list[int] = list(range(self.n))
         self._scan = QTimer(self, interval=0)
@@ -71,6 +71,21 @@ class Document(QObject):
 
     def frame_rgb(self, t: int) -> np.ndarray:
         return self.session.video.frame(t)
+
+    def least_sure(self, oid: int | None = None, n: int = 50) -> list[int]:
+        """Frames most likely wrong, worst first: the engine's ranking over all objects, or one object's
+        (computed here from its confidence row: the engine ranks all objects together)."""
+        if oid is None:
+            return self.session.frames_most_likely_wrong(n)
+        conf = self.confidence[:, oid].copy()
+        conf[sorted(self.keyframes().get(oid, ()))] = np.nan     # what the user drew is not in doubt
+        frames = np.flatnonzero(~np.isnan(conf))
+        return [int(t) for t in frames[np.argsort(conf[frames], kind="stable")][:n]]
+
+    def frame_confidence(self, t: int, oid: int | None = None) -> float:
+        """One object's confidence on frame t, or the lowest of all objects'; NaN = unknown."""
+        row = self.confidence[t, [o for o in self.session.objects if o < 256] if oid is None else [oid]]
+        return float(np.nanmin(row)) if np.isfinite(row).any() else float("nan")
 
     def has_propagation(self) -> bool:
         """True when some frame that is no keyframe holds a mask (something was propagated)."""
@@ -143,11 +158,14 @@ class Document(QObject):
                 self.session.restore(snapshot)
                 out["stats"] = self.compute_stats(frames)
 
-        if self.runner is not None and len(frames) > ASYNC_RESTORE_FRAMES:
-            self.runner(work, lambda: self._restored(frames, select, out.get("stats")))
-        else:
+        def done():
+            self._restored(frames, select, out.get("stats"))
+
+        if self.runner is None:
             work()
-            self._restored(frames, select, out["stats"])
+            done()
+        else:   # the runner keeps undo steps in order when the history panel jumps several at once
+            self.runner(work, done, len(frames) > ASYNC_RESTORE_FRAMES)
 
     def _restored(self, frames, select, stats) -> None:
         if select is not None and select in self.session.objects:
@@ -182,11 +200,11 @@ class Document(QObject):
         self.apply_stats(self.compute_stats(frames, ids_of), emit)
 
     def compute_stats(self, frames, ids_of=None) -> tuple:
-        """(frames, (k, 256) bool presence, (k,) float32 confidence); read-only, any thread."""
+        """(frames, (k, 256) bool presence, (k, 256) float32 confidence); read-only, any thread."""
         frames, known = list(frames), ids_of or {}
         masked = set(self.session.masked_frames()) if any(t not in known for t in frames) else ()
         presence = np.zeros((len(frames), 256), bool)
-        conf = np.full(len(frames), np.nan, np.float32)
+        conf = np.full((len(frames), 256), np.nan, np.float32)
         for i, t in enumerate(frames):
             ids = known.get(t)
             if ids is None and t in masked:
@@ -194,12 +212,12 @@ class Document(QObject):
             if ids is not None:
                 presence[i] = np.bincount(ids.ravel(), minlength=256)[:256] > 0
             try:
-                values = [v for k, v in self.session.confidence(t).items()
-                          if k in self.session.objects and v is not None]
+                values = self.session.confidence(t)
             except Exception:
-                values = []
-            if values:
-                conf[i] = min(values)
+                values = {}
+            for k, v in values.items():
+                if k in self.session.objects and v is not None and 0 <= k < 256:
+                    conf[i, k] = v
         return frames, presence, conf
 
     def apply_stats(self, stats, emit: bool = True) -> None:

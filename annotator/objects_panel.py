@@ -32,10 +32,6 @@ class ObjectsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.setStyleSheet(  # check boxes that read on the dark theme, selected or not
-            "QTableWidget::indicator { width: 13px; height: 13px; border: 1px solid #9aa0a8;"
-            " border-radius: 3px; background: #26282c; }"
-            "QTableWidget::indicator:checked { background: #e9eef6; border-color: #ffffff; }")
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                    | QAbstractItemView.EditTrigger.EditKeyPressed)
         header = self.table.horizontalHeader()
