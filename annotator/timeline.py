@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QSpinBox, QStyle, QToolButton,
                                QVBoxLayout, QWidget)
 
-RULER_H, LANE_H, CONF_H, GAP, MAX_LANES, GUTTER = 14, 9, 4, 4, 12, 96
+RULER_H, LANE_H, CONF_H, GAP, MAX_LANES, GUTTER = 14, 9, 5, 4, 12, 96
 ROW_H = LANE_H + 1 + CONF_H + GAP     # one object: coverage lane, its confidence band, a gap
 CONF_LEVELS = 16                      # confidence colours drawn (runs of one colour are one rectangle)
 
