@@ -331,6 +331,8 @@ class MainWindow(QMainWindow):
         mode = self.view.overlay_mode
         img = overlay.render(doc.mask(t), colors, hidden, mode, self.view.opacity, doc.selected)
         self.canvas.set_overlay(img, mask_only=mode == "mask")
+        shown = [] if mode == "off" else [p for p in doc.prompts_on(t) if p.object_id not in hidden]
+        self.canvas.set_prompts(shown, {oid: o.name for oid, o in objs.items()})
 
     def _on_frame(self, t: int) -> None:
         try:

@@ -5,7 +5,7 @@ them through undoable commands and calls `set_objects` again.
 """
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QStyle, QTableWidget,
                                QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
@@ -32,6 +32,9 @@ class ObjectsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
+        palette = self.table.palette()   # Fusion draws a check box's frame from Window: light, it shows on dark rows
+        palette.setColor(QPalette.ColorRole.Window, QColor(150, 154, 160))
+        self.table.setPalette(palette)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                    | QAbstractItemView.EditTrigger.EditKeyPressed)
         header = self.table.horizontalHeader()

@@ -55,15 +55,15 @@ class EditsController(QObject):
             return None
         return doc.frame, info.id
 
-    def _run(self, label, frames, fn, embed_frame=None):
+    def _run(self, label, frames, fn, embed_frame=None, prompt=None):
         """Apply an edit now; one touching many frames (removing an object) or a click/scribble on
         a frame without embedding yet (the engine embeds it first) runs in a worker instead."""
         doc = self.w.doc
         big = len(frames) > document.ASYNC_RESTORE_FRAMES
         if big or (embed_frame is not None and not doc.session.is_embedded(embed_frame)):
-            return self._run_async(label, frames, fn, embed_frame)
+            return self._run_async(label, frames, fn, embed_frame, prompt)
         try:
-            return doc.apply(label, frames, fn)
+            return doc.apply(label, frames, fn, prompt)
         except Exception as exc:  # engine refused (locked object, bad input): say so, keep going
             self.w.say(f"{label} failed: {describe(exc)}", STATUS_MS)
             return None
@@ -106,13 +106,13 @@ class EditsController(QObject):
         self._start(CallJob("restore", doc.lock, lambda _progress: fn(), parent=self, hold_lock=False),
                     ended, "Restoring frames…")
 
-    def _run_async(self, label, frames, fn, t) -> None:
+    def _run_async(self, label, frames, fn, t, prompt) -> None:
         doc = self.w.doc
         job = CallJob("edit", None, lambda _progress: doc.run_edit(sorted(set(frames)), fn), parent=self)
 
         def ended(status, error):
             if status == "finished" and self.w.doc is doc:
-                doc.record(label, job.result)
+                doc.record(label, job.result, prompt)
             elif status == "failed":
                 self.w.say(f"{label} failed: {error}", STATUS_MS)
 
@@ -130,7 +130,8 @@ class EditsController(QObject):
             t, oid = target
             s = self.w.doc.session
             self._run(self._step("click+" if positive else "click-", t, oid), [t],
-                      lambda: s.click(t, oid, x, y, positive=positive), embed_frame=t)
+                      lambda: s.click(t, oid, x, y, positive=positive), embed_frame=t,
+                      prompt=document.Prompt(t, oid, "click", positive, ((x, y),)))
 
     def on_canvas_stroke(self, kind: str, points: list, positive: bool) -> None:
         target = self._target()
@@ -140,7 +141,8 @@ class EditsController(QObject):
         s, radius = self.w.doc.session, self.w.brush_spin.value()
         if kind == "scribble":
             label = self._step("scribble+" if positive else "scribble-", t, oid)
-            self._run(label, [t], lambda: s.scribble(t, oid, points, positive=positive), embed_frame=t)
+            self._run(label, [t], lambda: s.scribble(t, oid, points, positive=positive), embed_frame=t,
+                      prompt=document.Prompt(t, oid, "scribble", positive, tuple(map(tuple, points))))
         else:
             label = self._step("brush" if positive else "eraser", t, oid)
             self._run(label, [t], lambda: s.brush(t, oid, points, radius, erase=not positive))

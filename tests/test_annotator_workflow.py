@@ -2,6 +2,7 @@
 confidence rows, undo history, asking before removing, and the small things that read wrong."""
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QFrame, QMessageBox
@@ -117,8 +118,20 @@ def test_tooltips_status_bar_and_undo_messages_read_right(window, qtbot):
     assert window.statusBar().currentMessage() == "Redone: Click + on square, frame 5"
 
 
-def test_show_and_lock_boxes_draw_a_check_mark(window, qtbot):
-    """Checked and unchecked boxes of one column differ by a mark, not by a filled square."""
+@pytest.fixture
+def dark_theme(qapp):
+    """The app's own style and dark palette (annotator.app.apply_theme), put back afterwards."""
+    from annotator.app import apply_theme
+    palette, style = qapp.palette(), qapp.style().name()
+    apply_theme(qapp)
+    yield
+    qapp.setStyle(style)
+    qapp.setPalette(palette)
+
+
+def test_show_and_lock_boxes_draw_a_check_mark(window, qtbot, dark_theme):
+    """On the app's dark theme, checked and unchecked boxes of one column differ by a mark, not by a
+    filled square, and an unchecked box shows."""
     window.edits.add_object()
     window.edits.toggle_object_flag("hidden")      # object 2: Show unchecked; object 1: Show checked
     table = window.objects_panel.table
@@ -134,6 +147,8 @@ def test_show_and_lock_boxes_draw_a_check_mark(window, qtbot):
                                for y in range(img.height())], int))
     checked, unchecked = shots
     assert checked.shape == unchecked.shape
+    background = np.median(unchecked.reshape(-1, 3), 0)
+    assert (np.abs(unchecked - background).sum(-1) > 90).sum() >= 12, "the unchecked box does not show"
     diff = np.abs(checked - unchecked).sum(-1) > 60
     ys, xs = np.nonzero(diff)
     assert len(ys) >= 6, "checked and unchecked look the same"
@@ -238,3 +253,40 @@ def test_help_lists_the_new_actions(window):
     assert {("Next Least-Sure Frame", "G"), ("Next Least-Sure Frame of the Selected Object", "Shift+G"),
             ("Undo History", "Ctrl+H")} <= rows
     window.view.help_dialog.close()
+
+
+def test_prompt_markers_show_the_frames_clicks_and_scribbles(window, qtbot):
+    from PySide6.QtCore import QEvent
+    from annotator.canvas import HOVERED, NEGATIVE, POSITIVE
+    from tests.test_annotator_support import _send, view_pos
+    doc, canvas = window.doc, window.canvas
+    window.view.goto_frame(4)
+    cx, cy = centre(4)
+    click(canvas, cx, cy)
+    window.view.set_tool("click-")
+    click(canvas, 4, 4)
+    window.view.set_tool("scribble+")
+    drag(canvas, [(cx - 10, cy + 8), (cx, cy + 10), (cx + 10, cy + 8)])
+    kinds = [(p.kind, p.positive) for p, _item in canvas._markers]
+    assert kinds == [("click", True), ("click", False), ("scribble", True)]
+    shot = canvas.viewport().grab().toImage()
+    for (x, y), color in (((cx, cy), POSITIVE), ((4, 4), NEGATIVE)):
+        px = shot.pixelColor(view_pos(canvas, x, y))
+        assert abs(px.red() - color.red()) + abs(px.green() - color.green()) + abs(px.blue() - color.blue()) < 30
+    px = shot.pixelColor(view_pos(canvas, cx, cy + 10))                  # on the stroke
+    assert abs(px.green() - POSITIVE.green()) < 30 and px.red() < 120
+    window.view.goto_frame(5)
+    assert canvas._markers == []                                         # only the frame's own prompts
+    window.view.goto_frame(4)
+    assert len(canvas._markers) == 3
+    window.edits.undo()
+    assert [p.kind for p, _ in canvas._markers] == ["click", "click"]   # markers follow undo and redo
+    window.edits.redo()
+    assert len(canvas._markers) == 3
+    # hovering a marker highlights it and says what it is
+    _send(canvas, QEvent.Type.MouseMove, view_pos(canvas, 5, 4), Qt.MouseButton.NoButton, Qt.MouseButton.NoButton)
+    assert canvas.hovered is not None and (canvas.hovered.kind, canvas.hovered.positive) == ("click", False)
+    item = next(item for p, item in canvas._markers if p is canvas.hovered)
+    assert item.pen().color() == HOVERED and canvas.viewport().toolTip() == "Negative click on square"
+    window.edits.toggle_object_flag("hidden")                            # a hidden object's markers hide too
+    assert canvas._markers == []
