@@ -16,7 +16,8 @@ FOLLOW_INTERVAL = 1 / 15
 
 
 def _step_name(run, seen, status: str) -> str:
-    """"Propagate 82-131" (frames written, counted from 1 as shown), ", ball only", " (cancelled)"."""
+    """The undo step's name: 'Propagate 82-131' (the frames written, counted from 1 as on screen),
+    then ', ball only' and ' (cancelled)' where they apply."""
     name = f"Propagate {min(seen) + 1}-{max(seen) + 1}"
     if run.only:
         name += f", {run.only} only"

@@ -259,7 +259,7 @@ def test_prompt_markers_show_the_frames_clicks_and_scribbles(window, qtbot):
     from PySide6.QtCore import QEvent
     from annotator.canvas import HOVERED, NEGATIVE, POSITIVE
     from tests.test_annotator_support import _send, view_pos
-    doc, canvas = window.doc, window.canvas
+    canvas = window.canvas
     window.view.goto_frame(4)
     cx, cy = centre(4)
     click(canvas, cx, cy)
