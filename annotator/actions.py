@@ -28,9 +28,14 @@ class ActionSpec:
     editing: bool = False         # disabled while a propagation or a background edit owns the session
 
 
+def plain(text: str) -> str:
+    """A menu text without its mnemonic `&` and trailing ellipsis, for tooltips and the help table."""
+    return text.replace("&", "").rstrip("…")
+
+
 def _tool(tid, text, key):
     return ActionSpec(f"tool_{tid}", text, key, "view.set_tool", "Tools", (tid,), group="tool", toolbar=True,
-                      tip=f"{text} on the selected object")
+                      tip=f"{plain(text)} on the selected object")
 
 
 def _overlay(mode, text, key):
@@ -87,8 +92,13 @@ ACTIONS: list[ActionSpec] = [
     ActionSpec("last_frame", "Last Frame", "End", "view.goto_frame", "Navigate", (-1,)),
     ActionSpec("prev_keyframe", "Previous Keyframe", ",", "view.step_keyframe", "Navigate", (-1,)),
     ActionSpec("next_keyframe", "Next Keyframe", ".", "view.step_keyframe", "Navigate", (1,)),
-    ActionSpec("next_wrong", "Next Frame Most Likely &Wrong", "G", "view.next_likely_wrong", "Navigate",
-               icon="SP_MessageBoxWarning"),
+    ActionSpec("next_wrong", "Next Least-Sure Frame", "G", "view.next_likely_wrong", "Navigate",
+               icon="SP_MessageBoxWarning",
+               tip="The least-sure frame not visited yet, from rank 1 (wraps around); "
+                   "visiting a frame or correcting it takes it off the walk"),
+    ActionSpec("next_wrong_object", "Next Least-Sure Frame of the Selected Object", "Shift+G",
+               "view.next_likely_wrong_of_selected", "Navigate",
+               tip="Like G, ranked by the selected object's confidence only (its row on the timeline)"),
     ActionSpec("fit", "&Fit to Window", "F", "view.fit_view", "View"),
     ActionSpec("actual_size", "&Actual Size (1:1)", "Ctrl+1", "view.actual_size", "View"),
     ActionSpec("zoom_in", "Zoom &In", ("Ctrl++", "Ctrl+="), "view.zoom", "View", (1.25,)),
@@ -98,6 +108,8 @@ ACTIONS: list[ActionSpec] = [
     _overlay("mask", "Overlay: &Mask Only", "Ctrl+Shift+3"),
     _overlay("off", "Overlay: O&ff", "Ctrl+Shift+4"),
     ActionSpec("cycle_overlay", "&Cycle Overlay Mode", "O", "view.cycle_overlay", "View"),
+    ActionSpec("history", "Undo &History", "Ctrl+H", "view.toggle_history", "View",
+               tip="Show or hide the list of undo steps; click a step to go back (or forward) to it"),
     ActionSpec("help", "&Keyboard Shortcuts…", "F1", "view.show_help", "Help", icon="SP_DialogHelpButton"),
     ActionSpec("about", "&About", "", "view.show_about", "Help"),
 ]
@@ -123,7 +135,7 @@ def build(window) -> dict[str, QAction]:
         action = QAction(spec.text, window)
         action.setShortcuts(shortcuts_of(spec))
         action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        tip = spec.tip or spec.text.replace("&", "").rstrip("…")
+        tip = spec.tip or plain(spec.text)
         keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in shortcuts_of(spec))
         action.setToolTip(f"{tip} ({keys})" if keys else tip)
         action.setStatusTip(tip)
@@ -152,7 +164,7 @@ class HelpDialog(QDialog):
             if not s.shortcut or (s.handler == "edits.select_object_number" and s.args != (1,)):
                 continue
             keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in shortcuts_of(s))
-            text = s.text.replace("&", "").rstrip("…")
+            text = plain(s.text)
             if s.handler == "edits.select_object_number":   # one row for 1..9
                 text, keys = "Select Object 1 … 9 (in list order)", "1 … 9"
             rows.append((s.menu, text, keys))

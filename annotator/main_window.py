@@ -12,14 +12,15 @@ import sys
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QSlider, QSpinBox, QToolBar, QToolButton,
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QFrame, QLabel, QMainWindow, QMessageBox,
+                               QProgressBar, QSlider, QSpinBox, QToolBar, QToolButton, QUndoView,
                                QVBoxLayout, QWidget)
 
 from annotator import actions as action_table
 from annotator import icons, overlay, settings
 from annotator.canvas import TOOLS, Canvas
 from annotator.objects_panel import ObjectsPanel
+from annotator.propagation_panel import PropagationPanel
 from annotator.timeline import Timeline
 from annotator.window_edits import EditsController
 from annotator.window_files import FilesController
@@ -63,6 +64,8 @@ class MainWindow(QMainWindow):
         self.timeline.frameRequested.connect(self.view.goto_frame)
         self.timeline.playToggled.connect(self.view.toggle_play)
         self.timeline.nextWrongRequested.connect(self.view.next_likely_wrong)
+        self.timeline.strip.leastSureRequested.connect(self.view.next_likely_wrong)
+        self.timeline.frameEntered.connect(self.canvas.setFocus)
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -84,6 +87,12 @@ class MainWindow(QMainWindow):
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.objects_dock = dock
+        self.history = QUndoView()
+        self.history.setEmptyLabel("Opened")
+        self.history_dock = QDockWidget("Undo history")
+        self.history_dock.setObjectName("history_dock")
+        self.history_dock.setWidget(self.history)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.history_dock)
         self.canvas.set_brush_radius(self.brush_spin.value())
         self._build_status_bar()
 
@@ -104,25 +113,21 @@ class MainWindow(QMainWindow):
         self.opacity_slider.setToolTip("Overlay opacity")
         self.opacity_slider.valueChanged.connect(self.view.set_opacity)
         self.tool_name = QLabel()
-        self.refiner_combo = QComboBox()
-        self.refiner_combo.setToolTip("Optional refiner run on every propagated frame (issue 5); "
-                                      "'none' is the plain engine")
-        self.refiner_combo.activated.connect(lambda _i: self.set_refiner(self.refiner_combo.currentData()))
+        self.propagation = PropagationPanel()
+        self.propagation.refinerChosen.connect(self.set_refiner)
+        self.propagation.setVisible(False)   # shown with the first project
         form = QFormLayout()
         form.setContentsMargins(8, 6, 8, 2)
         form.addRow("Overlay", self.overlay_combo)
         form.addRow("Opacity", self.opacity_slider)
         form.addRow("Tool", self.tool_name)
         form.addRow("Brush", self.brush_spin)
-        form.addRow("Refiner", self.refiner_combo)
-        self.refiner_row = form.rowCount() - 1
-        self.side_form = form
-        form.setRowVisible(self.refiner_row, False)   # shown with the first project
         panel = QWidget()
         layout = QVBoxLayout(panel)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         layout.addLayout(form)
+        layout.addWidget(self.propagation)
         title = QLabel("Objects")
         title.setStyleSheet("font-weight: 600; padding: 6px 8px 0 8px;")
         layout.addWidget(title)
@@ -142,9 +147,14 @@ class MainWindow(QMainWindow):
         for w in (self.job_label, self.job_bar, self.job_cancel):
             bar.addPermanentWidget(w)
             w.setVisible(False)
-        for label, width in ((self.frame_label, 120), (self.object_label, 150), (self.tool_label, 120),
-                             (self.timing_label, 230), (self.pixel_label, 100), (self.zoom_label, 48)):
+        for i, (label, width) in enumerate(((self.frame_label, 120), (self.object_label, 150),
+                                            (self.tool_label, 120), (self.timing_label, 230),
+                                            (self.pixel_label, 100), (self.zoom_label, 48))):
+            if i:   # a line between texts, so they never run together
+                line = QFrame(frameShape=QFrame.Shape.VLine, frameShadow=QFrame.Shadow.Sunken)
+                bar.addPermanentWidget(line)
             label.setMinimumWidth(width)
+            label.setContentsMargins(4, 0, 4, 0)
             bar.addPermanentWidget(label)
 
     def _build_menus_and_toolbar(self) -> None:
@@ -220,6 +230,8 @@ class MainWindow(QMainWindow):
         doc.undo_stack.cleanChanged.connect(lambda _c: self.update_title())
         doc.undo_stack.indexChanged.connect(lambda _i: self.sync_enabled())
         self.timeline.set_length(doc.n)
+        self.history.setStack(doc.undo_stack)
+        self.view.visited.clear()
         self.timeline.setVisible(True)
         self._fill_refiners()
         self.canvas.set_frame(overlay.frame_image(doc.frame_rgb(doc.frame)))
@@ -230,11 +242,8 @@ class MainWindow(QMainWindow):
         self.sync_enabled()
 
     def _fill_refiners(self) -> None:
-        self.side_form.setRowVisible(self.refiner_row, True)
-        self.refiner_combo.clear()
-        for name in self.doc.session.refiner_names():
-            self.refiner_combo.addItem(name, name)
-        self.refiner_combo.setCurrentIndex(max(0, self.refiner_combo.findData(self.doc.session.refiner_name)))
+        self.propagation.setVisible(True)
+        self.propagation.set_refiners(self.doc.session.refiner_names(), self.doc.session.refiner_name)
 
     def set_refiner(self, name: str) -> None:
         if self.doc is None or self.session_busy():
@@ -246,7 +255,7 @@ class MainWindow(QMainWindow):
             self.show_error("Refiner", describe(exc))
             self._fill_refiners()
             return
-        self.say(f"Refiner: {name} (applies to the next propagation)", 5000)
+        self.say(f"Refinement: {self.propagation.refiner.currentText()} (applies to the next propagation)", 5000)
         self.update_title()
 
     def detach_document(self) -> None:
@@ -322,6 +331,8 @@ class MainWindow(QMainWindow):
         mode = self.view.overlay_mode
         img = overlay.render(doc.mask(t), colors, hidden, mode, self.view.opacity, doc.selected)
         self.canvas.set_overlay(img, mask_only=mode == "mask")
+        shown = [] if mode == "off" else [p for p in doc.prompts_on(t) if p.object_id not in hidden]
+        self.canvas.set_prompts(shown, {oid: o.name for oid, o in objs.items()})
 
     def _on_frame(self, t: int) -> None:
         try:
@@ -362,7 +373,8 @@ class MainWindow(QMainWindow):
         objs = doc.objects()
         self.timeline.strip.set_data(doc.n, doc.coverage(), doc.keyframes(),
                                      {oid: tuple(o.color) for oid, o in objs.items()},
-                                     {oid: o.name for oid, o in objs.items()}, doc.confidence, doc.selected)
+                                     {oid: o.name for oid, o in objs.items()},
+                                     {oid: doc.confidence[:, oid] for oid in objs if oid < 256}, doc.selected)
 
     def update_status(self) -> None:
         doc = self.doc
@@ -370,7 +382,7 @@ class MainWindow(QMainWindow):
             return
         keys = doc.keyframes().get(doc.selected, set())
         key = " ◆" if doc.frame in keys else ""
-        self.frame_label.setText(f"Frame {doc.frame} / {doc.n - 1}{key}")
+        self.frame_label.setText(f"Frame {doc.frame + 1} / {doc.n}{key}")
         info = doc.objects().get(doc.selected)
         self.object_label.setText(f"Object: {info.name} (#{info.id})" if info else "Object: none")
         tool = self.view.tool
@@ -405,6 +417,7 @@ class MainWindow(QMainWindow):
             self.actions_by_id["export"].setEnabled(not busy)
         self.actions_by_id["cancel_job"].setEnabled(self.jobs.running is not None)
         self.canvas.set_editable(has_doc and not busy)
+        self.history.setEnabled(has_doc and not busy)   # its clicks undo: not while a job owns the session
         self.objects_panel.setEnabled(has_doc and not busy)
 
     # -- window events ---------------------------------------------------------------------------

@@ -15,6 +15,15 @@ from annotator.workers import GeneratorJob, describe
 FOLLOW_INTERVAL = 1 / 15
 
 
+def _step_name(run, seen, status: str) -> str:
+    """The undo step's name: 'Propagate 82-131' (the frames written, counted from 1 as on screen),
+    then ', ball only' and ' (cancelled)' where they apply."""
+    name = f"Propagate {min(seen) + 1}-{max(seen) + 1}"
+    if run.only:
+        name += f", {run.only} only"
+    return name + (" (cancelled)" if status == "cancelled" else "")
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return ""
@@ -34,7 +43,9 @@ class Propagation:
     """A propagation from one frame: owns the session while it runs; recorded as one undo step."""
     frames: list[int]
     description: str                  # "both", "forward, ball only"
-    shown: int                        # the frame the view follows (the user has not navigated away)
+    only: str | None                  # the one object's name, when only the selected one propagates
+    shown: int                        # the frame the view shows (it moves with the front when following)
+    follow: bool                      # the view follows the propagation front (a preference, off by default)
     thread: GeneratorJob | None = None
     before: object = None             # Snapshots of `frames` before, and of the frames done after
     after: object = None
@@ -104,7 +115,8 @@ class JobsController(QObject):
             return
         frames = list(range(span[0], span[1] + 1))
         description = f"{direction}, {doc.objects()[doc.selected].name} only" if only_selected else direction
-        run = Propagation(frames, description, shown=t0)
+        run = Propagation(frames, description, doc.objects()[doc.selected].name if only_selected else None,
+                          shown=t0, follow=self.w.propagation.follow_front())
 
         def make_gen(_thread):   # on the worker: snapshots of long spans take a moment
             run.before = s.snapshot(frames)          # one undo step for the whole run
@@ -121,7 +133,7 @@ class JobsController(QObject):
         t, ids = item
         doc = self.w.doc
         doc.update_stats([t], emit=False, ids_of={t: ids})
-        following = doc.frame == run.shown   # the user has not navigated away meanwhile
+        following = run.follow and doc.frame == run.shown   # the user has not navigated away meanwhile
         if not following and t == doc.frame:
             self.w.refresh_canvas()
         now = time.monotonic()
@@ -176,8 +188,8 @@ class JobsController(QObject):
                 with doc.lock:
                     run.after = doc.session.snapshot(thread.seen)
             if n:
-                label = f"Propagate {run.description}" + (" (cancelled)" if status == "cancelled" else "")
-                doc.push_done(label, run.before, run.after, run.frames)
+                doc.push_done(_step_name(run, thread.seen, status), run.before, run.after, run.frames)
+                self.w.view.forget_visited(thread.seen)   # new results: the least-sure walk shows them again
             fps = n / elapsed if elapsed > 0 else 0
             doc.timingReported.emit(f"propagated {n} frames, {fps:.0f} frames/s")
             self.w.say(f"Propagation {status}: {n} frames.", 6000)

@@ -9,6 +9,8 @@ from PySide6.QtWidgets import QMessageBox
 from annotator import actions as action_table
 from annotator import overlay, settings
 
+LEAST_SURE = 50   # frames in a least-sure ranking (G walks them)
+
 
 class ViewController(QObject):
     def __init__(self, window):
@@ -19,6 +21,7 @@ class ViewController(QObject):
         self.opacity = float(settings.get("overlay/opacity", 0.5))
         self.tool = "click+"
         self.help_dialog = None
+        self.visited: set[int] = set()     # frames the least-sure walk counts as seen (reset per project)
         self._play = QTimer(self)
         self._play.timeout.connect(self._play_tick)
 
@@ -38,20 +41,41 @@ class ViewController(QObject):
         if cands:
             doc.set_frame(cands[0] if direction > 0 else cands[-1])
 
-    def next_likely_wrong(self) -> None:
-        """Walk the engine's ranking of frames most likely wrong, worst first."""
+    def next_likely_wrong(self, oid: int | None = None) -> None:
+        """Go to the least-sure frame not visited yet (of all objects, or of object `oid`), from rank 1.
+
+        The frame on screen counts as visited; when every ranked frame was, the walk starts again at
+        rank 1. A propagation's new results are unvisited again (forget_visited). Corrected frames
+        become keyframes, which the rankings leave out.
+        """
         doc = self.w.doc
         if doc is None:
             return
-        ranking = doc.session.frames_most_likely_wrong(50)
+        who = "" if oid is None else f" for {doc.objects()[oid].name}"
+        ranking = doc.least_sure(oid, LEAST_SURE)
         if not ranking:
-            self.w.say("No confidence yet: propagate first.", 4000)
+            self.w.say(f"No confidence{who} yet: propagate first.", 4000)
             return
-        nxt = ranking[(ranking.index(doc.frame) + 1) % len(ranking)] if doc.frame in ranking else ranking[0]
-        doc.set_frame(nxt)
-        conf = doc.confidence[nxt]
-        self.w.say(f"Frame {nxt}: rank {ranking.index(nxt) + 1} of the least sure"
-                   + ("" if conf != conf else f" (confidence {conf:.2f})"), 4000)
+        self.visited.add(doc.frame)
+        fresh = [t for t in ranking if t not in self.visited]
+        again = "" if fresh else f" (all {len(ranking)} visited: from rank 1 again)"
+        if not fresh:
+            self.visited.difference_update(ranking)
+            fresh = ranking
+        t = fresh[0]
+        self.visited.add(t)
+        doc.set_frame(t)
+        conf = doc.frame_confidence(t, oid)
+        self.w.say(f"Least sure{who}: rank {ranking.index(t) + 1} of {len(ranking)}, frame {t + 1}"
+                   + ("" if conf != conf else f", confidence {conf:.2f}") + again, 6000)
+
+    def next_likely_wrong_of_selected(self) -> None:
+        doc = self.w.doc
+        if doc is not None and doc.selected is not None:
+            self.next_likely_wrong(doc.selected)
+
+    def forget_visited(self, frames) -> None:
+        self.visited.difference_update(frames)
 
     # -- playback --------------------------------------------------------------------------------
     def toggle_play(self) -> None:
@@ -125,6 +149,10 @@ class ViewController(QObject):
     def set_brush_size(self, value: int) -> None:
         self.w.canvas.set_brush_radius(value)
         settings.put("tools/brush", value)
+
+    def toggle_history(self) -> None:
+        dock = self.w.history_dock
+        dock.setVisible(not dock.isVisible())
 
     # -- help ------------------------------------------------------------------------------------
     def show_help(self) -> None:

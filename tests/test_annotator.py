@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QMessageBox
 
 from tests.test_annotator_support import OBJECT_COLOR, centre, click, drag, iou, square_mask, wait_idle
 from tests.test_annotator_support import home, messages, one_torch_thread, project, window  # noqa: F401 (fixtures)
@@ -114,7 +115,7 @@ def test_tools_brush_eraser_polygon_scribble(window):
     assert doc.undo_stack.count() == 4
 
 
-def test_objects_panel_add_rename_recolour_hide_lock(window, qtbot):
+def test_objects_panel_add_rename_recolour_hide_lock(window, qtbot, messages):
     doc = window.doc
     window.actions_by_id["add_object"].trigger()
     assert len(doc.objects()) == 2 and doc.selected == 2
@@ -141,7 +142,10 @@ def test_objects_panel_add_rename_recolour_hide_lock(window, qtbot):
     assert list(doc.objects()) == [1]
     window.actions_by_id["add_object"].trigger()
     assert list(doc.objects()) == [1, 3]
+    log, answer = messages
+    answer["question"] = QMessageBox.StandardButton.Yes      # "Remove square? It has masks on ..."
     window.edits.remove_object(1)
+    assert log[-1][0] == "question"
     qtbot.waitUntil(lambda: not window.edits.working(), timeout=30_000)   # many frames: on a worker
     assert 1 not in doc.objects() and not (doc.mask(0) == 1).any()
     window.edits.undo()
@@ -339,15 +343,24 @@ def test_overlay_modes(qapp):
 
 
 def test_refiner_choice_follows_the_session(window):
+    """The choice sits in the Propagation group, named in plain words, each with its measured effect."""
+    from PySide6.QtWidgets import QGroupBox
     session = window.doc.session
-    combo = window.refiner_combo
-    assert window.side_form.isRowVisible(window.refiner_row)
+    combo = window.propagation.refiner
+    assert window.propagation.isVisible() and isinstance(combo.parent(), QGroupBox)
+    assert combo.parent().title() == "Propagation"
     names = [combo.itemData(i) for i in range(combo.count())]
     assert names == session.refiner_names() and names[0] == "none" and len(names) >= 2
+    labels = [combo.itemText(i) for i in range(combo.count())]
+    assert not set(labels) & set(names)                         # words, not the engine's names
+    tips = [combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(combo.count())]
+    assert all("J&F" in tip and "frames/s" in tip for tip in tips)
+    assert "no gain on average" in labels[names.index("parts")]
     assert combo.currentData() == session.refiner_name == "none"
     combo.setCurrentIndex(1)
     combo.activated.emit(1)                    # as when the user picks it
     assert session.refiner_name == names[1] and window.doc.is_dirty()   # kept in the project
+    assert combo.toolTip() == tips[1]
     window.set_refiner("none")
     assert session.refiner_name == "none"
 
