@@ -84,9 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("davis_root", type=Path)
     i.add_argument("--split", default="train")
     i.add_argument("--sequences", help="comma-separated subset of the split")
-    i.add_argument("--rounds", type=int, default=3)
+    i.add_argument("--rounds", type=int, help="correction rounds (default 3; with --user robot: 8)")
+    i.add_argument("--user", choices=("clicks", "robot"), default="clicks",
+                   help="clicks: the simulated clicker; robot: the official DAVIS scribble robot (davisinteractive)")
     i.add_argument("--json", type=Path)
     i.set_defaults(run=_interactive_eval)
+
+    ce = sub.add_parser("click-eval", help="single-frame clicks as RITM reports them: NoC@85/90, mIoU@k")
+    ce.add_argument("davis_root", type=Path)
+    ce.add_argument("--split", default="train")
+    ce.add_argument("--sequences", help="comma-separated subset of the split")
+    ce.add_argument("--frames-per-sequence", type=_positive, default=3, help="frames sampled evenly (default 3)")
+    ce.add_argument("--max-clicks", type=_positive, default=20)
+    ce.add_argument("--json", type=Path)
+    ce.set_defaults(run=_click_eval)
 
     pr = sub.add_parser("propagate", help="propagate a mask through a video and export it")
     pr.add_argument("video", type=Path, help="video file or folder of frames")
@@ -206,13 +217,30 @@ def _interactive_eval(args) -> None:
     from engine import evaluation
     from engine.progress import Progress
 
+    sequences = _split_sequences(args.sequences)
     with Progress("interactive evaluation", unit="sequence") as bar:
-        result = evaluation.run_interactive(
-            args.davis_root, args.split, _split_sequences(args.sequences), rounds=args.rounds,
-            progress=bar.callback,
-        )
+        if args.user == "robot":
+            from engine.davis_robot import run_robot
+
+            result = run_robot(args.davis_root, args.split, sequences, rounds=args.rounds or 8, progress=bar.callback)
+        else:
+            result = evaluation.run_interactive(args.davis_root, args.split, sequences,
+                                                rounds=3 if args.rounds is None else args.rounds,
+                                                progress=bar.callback)
     for r in result["rounds"]:
         print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
+    _print_json(result, args.json)
+
+
+def _click_eval(args) -> None:
+    from engine.click_eval import run_click_eval, table
+    from engine.progress import Progress
+
+    with Progress("click evaluation", unit="sequence") as bar:
+        result = run_click_eval(args.davis_root, args.split, _split_sequences(args.sequences),
+                                frames_per_sequence=args.frames_per_sequence, max_clicks=args.max_clicks,
+                                progress=bar.callback)
+    print(table(result))
     _print_json(result, args.json)
 
 
