@@ -29,8 +29,10 @@ import cv2
 import numpy as np
 import torch
 
+from .continuity import keep_tracked, present_objects
+from .motion import FlowWarper
 from .retrieval import LabelIndex, l2_normalise, make_prototypes, softmax_scores
-from .upsample import EdgeAwareUpsampler, argmax_ids, label_fractions
+from .upsample import EdgeAwareUpsampler, SmootherUpsampler, argmax_ids, label_fractions
 
 
 # Several keyframes share one label's prototype budget (max_prototypes) instead of each having
@@ -63,8 +65,14 @@ class PropagationConfig:
     prior_strength: float = 0.03  # similarity lost per cell beyond that radius
     refine_radius: int = 8        # guided filter radius at half resolution (0 = bilinear only)
     refine_eps: float = 1e-3
+    refine_scale: int = 2         # the guided filter runs at 1/refine_scale of the working size
+    smoother_lambda: float = 0.0  # > 0: fast global smoother (this smoothness) instead of the guided filter
+    smoother_sigma: float = 8.0   # its colour sigma (0-255)
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     blend_previous: bool = True   # fuse with an earlier propagation's result, weighted by distance
+    motion_prior: bool = False    # the previous frame's mask is warped along optical flow (engine.motion)
+    motion_weight: float = 0.0    # similarity added per unit of that (warped) previous fraction
+    keep_floor: float = 0.0       # a vanishing object is kept where its probability is >= this (0 = off)
 
 
 class FrameResult(NamedTuple):
@@ -181,7 +189,10 @@ class Propagator:
     def __init__(self, config: PropagationConfig | None = None, refiner=None):
         self.config = config or PropagationConfig()
         self.refiner = refiner
-        self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps)
+        cfg = self.config
+        self.upsampler = (SmootherUpsampler(cfg.smoother_lambda, cfg.smoother_sigma) if cfg.smoother_lambda > 0
+                          else EdgeAwareUpsampler(cfg.refine_radius, cfg.refine_eps, cfg.refine_scale))
+        self.motion = FlowWarper() if self.config.motion_prior else None
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):
@@ -265,6 +276,8 @@ class Propagator:
                                    len(labels), cfg.local_radius)
                 a = cfg.local_weight
                 scores = np.where(loc > -1, (1 - a) * scores + a * loc, scores - a * 0.5)
+            if cfg.motion_weight:
+                scores += cfg.motion_weight * prev_fr
             if cfg.prior_strength > 0:
                 for i, lab in enumerate(labels):
                     if lab == 0:
@@ -381,6 +394,7 @@ class Propagator:
             online: deque = deque(maxlen=cfg.online_frames)
             prev_ids = None
             prev_emb = None
+            prev_image = None
             for t in frames:
                 active = [o for o in active_all if spans[o][0] <= t <= spans[o][1]
                           and t not in task.keyframes.get(o, ())]
@@ -390,19 +404,27 @@ class Propagator:
                     p = t - step
                     prev_ids = task.read_ids(p) if 0 <= p < n else None
                     prev_emb = task.embedding(p) if 0 <= p < n else None
+                    prev_image = task.image(p) if 0 <= p < n and self.motion and task.image else None
+                    seen = present_objects(prev_ids, active_all) if prev_ids is not None else set()
                 if not active:
                     # nothing to rewrite here (a keyframe t0): it becomes the previous frame
                     prev_ids = task.read_ids(t)
                     prev_emb = task.embedding(t)
+                    prev_image = task.image(t) if self.motion and task.image else None
+                    seen |= present_objects(prev_ids, active_all)
                     continue
                 labels = [0] + active
                 emb = task.embedding(t)
                 if grid is None:
                     grid = emb.shape[:2]
                 prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
+                image = task.image(t) if task.image is not None else None
+                if self.motion and prev_fr is not None and image is not None and prev_image is not None:
+                    prev_fr = self.motion.warp(prev_image, image, prev_fr)
                 prev = (prev_emb, prev_fr) if prev_ids is not None else None
                 probs = self.predict_grid(emb, labels, base_pools, online, prev, t)
-                image = task.image(t) if task.image is not None else None
+                if cfg.keep_floor > 0 and prev_fr is not None:
+                    probs = keep_tracked(probs, prev_fr, cfg.keep_floor)
                 cur = task.read_ids(t)
                 if cfg.blend_previous and task.previous is not None and task.previous(t):
                     soft = task.previous_probs(t) if task.previous_probs is not None else None
@@ -422,9 +444,13 @@ class Propagator:
                 new[fixed] = cur[fixed]
                 conf = self.confidence(probs if probs.shape[1:] == grid else
                                        label_fractions(new, labels, grid), labels, prev_fr)
+                present = present_objects(new, labels)
+                for lab in (seen - present) & set(conf):
+                    conf[lab] = 0.0  # vanished: unsure on every frame of the gap
+                seen |= present
                 online.append(self._online_entry(emb, probs if probs.shape[1:] == grid else
                                                  label_fractions(new, labels, grid), labels, rng))
                 if t == t0:
                     done_t0 = True
                 yield FrameResult(t, {lab: probs[i] for i, lab in enumerate(labels)}, new, conf)
-                prev_ids, prev_emb = new, emb
+                prev_ids, prev_emb, prev_image = new, emb, image
