@@ -11,6 +11,9 @@ A frame t is labelled on the stride-8 embedding grid by three cues, then upsampl
    cells of each label within ``local_radius`` cells, and a penalty growing with the distance to
    the previous mask of each object.
 
+An object tracked on the previous frame does not vanish unless retrieval says so, and a vanished
+object is unsure on every frame of its gap (engine.continuity).
+
 Labels are background (0) plus the active objects; pixels of fixed objects (locked, or outside
 their own keyframe-bounded span) keep their current ids. ``Propagator.run`` is a generator: the
 caller writes each yielded frame and may stop at any time.
@@ -30,9 +33,8 @@ import numpy as np
 import torch
 
 from .continuity import keep_tracked, present_objects
-from .motion import FlowWarper
 from .retrieval import LabelIndex, l2_normalise, make_prototypes, softmax_scores
-from .upsample import EdgeAwareUpsampler, SmootherUpsampler, argmax_ids, label_fractions
+from .upsample import EdgeAwareUpsampler, argmax_ids, label_fractions
 
 
 # Several keyframes share one label's prototype budget (max_prototypes) instead of each having
@@ -65,14 +67,9 @@ class PropagationConfig:
     prior_strength: float = 0.03  # similarity lost per cell beyond that radius
     refine_radius: int = 8        # guided filter radius at half resolution (0 = bilinear only)
     refine_eps: float = 1e-3
-    refine_scale: int = 2         # the guided filter runs at 1/refine_scale of the working size
-    smoother_lambda: float = 0.0  # > 0: fast global smoother (this smoothness) instead of the guided filter
-    smoother_sigma: float = 8.0   # its colour sigma (0-255)
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     blend_previous: bool = True   # fuse with an earlier propagation's result, weighted by distance
-    motion_prior: bool = False    # the previous frame's mask is warped along optical flow (engine.motion)
-    motion_weight: float = 0.0    # similarity added per unit of that (warped) previous fraction
-    keep_floor: float = 0.0       # a vanishing object is kept where its probability is >= this (0 = off)
+    keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
 
 
 class FrameResult(NamedTuple):
@@ -189,10 +186,7 @@ class Propagator:
     def __init__(self, config: PropagationConfig | None = None, refiner=None):
         self.config = config or PropagationConfig()
         self.refiner = refiner
-        cfg = self.config
-        self.upsampler = (SmootherUpsampler(cfg.smoother_lambda, cfg.smoother_sigma) if cfg.smoother_lambda > 0
-                          else EdgeAwareUpsampler(cfg.refine_radius, cfg.refine_eps, cfg.refine_scale))
-        self.motion = FlowWarper() if self.config.motion_prior else None
+        self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps)
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):
@@ -276,8 +270,6 @@ class Propagator:
                                    len(labels), cfg.local_radius)
                 a = cfg.local_weight
                 scores = np.where(loc > -1, (1 - a) * scores + a * loc, scores - a * 0.5)
-            if cfg.motion_weight:
-                scores += cfg.motion_weight * prev_fr
             if cfg.prior_strength > 0:
                 for i, lab in enumerate(labels):
                     if lab == 0:
@@ -394,7 +386,6 @@ class Propagator:
             online: deque = deque(maxlen=cfg.online_frames)
             prev_ids = None
             prev_emb = None
-            prev_image = None
             for t in frames:
                 active = [o for o in active_all if spans[o][0] <= t <= spans[o][1]
                           and t not in task.keyframes.get(o, ())]
@@ -404,13 +395,11 @@ class Propagator:
                     p = t - step
                     prev_ids = task.read_ids(p) if 0 <= p < n else None
                     prev_emb = task.embedding(p) if 0 <= p < n else None
-                    prev_image = task.image(p) if 0 <= p < n and self.motion and task.image else None
                     seen = present_objects(prev_ids, active_all) if prev_ids is not None else set()
                 if not active:
                     # nothing to rewrite here (a keyframe t0): it becomes the previous frame
                     prev_ids = task.read_ids(t)
                     prev_emb = task.embedding(t)
-                    prev_image = task.image(t) if self.motion and task.image else None
                     seen |= present_objects(prev_ids, active_all)
                     continue
                 labels = [0] + active
@@ -418,11 +407,9 @@ class Propagator:
                 if grid is None:
                     grid = emb.shape[:2]
                 prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
-                image = task.image(t) if task.image is not None else None
-                if self.motion and prev_fr is not None and image is not None and prev_image is not None:
-                    prev_fr = self.motion.warp(prev_image, image, prev_fr)
                 prev = (prev_emb, prev_fr) if prev_ids is not None else None
                 probs = self.predict_grid(emb, labels, base_pools, online, prev, t)
+                image = task.image(t) if task.image is not None else None
                 if cfg.keep_floor > 0 and prev_fr is not None:
                     probs = keep_tracked(probs, prev_fr, cfg.keep_floor)
                 cur = task.read_ids(t)
@@ -453,4 +440,4 @@ class Propagator:
                 if t == t0:
                     done_t0 = True
                 yield FrameResult(t, {lab: probs[i] for i, lab in enumerate(labels)}, new, conf)
-                prev_ids, prev_emb, prev_image = new, emb, image
+                prev_ids, prev_emb = new, emb

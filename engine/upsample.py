@@ -57,56 +57,28 @@ class EdgeAwareUpsampler:
     frame's probabilities agree with its mask.
     """
 
-    def __init__(self, radius: int = 8, eps: float = 1e-3, scale: int = 2):
+    def __init__(self, radius: int = 8, eps: float = 1e-3):
         self.radius = radius
         self.eps = eps
-        self.scale = scale  # the filter runs at 1/scale of the working size (1 or 2)
 
     def __call__(self, probs: np.ndarray, image: np.ndarray | None,
                  size_hw: tuple[int, int]) -> np.ndarray:
         H, W = size_hw
         if image is None or self.radius <= 0:
             return _resize_stack(probs, (H, W), STRIDE)
-        hh, hw = (H + self.scale - 1) // self.scale, (W + self.scale - 1) // self.scale
-        small = _resize_stack(probs, (hh, hw), STRIDE // self.scale)
-        guide = image if self.scale == 1 else cv2.resize(image, (hw, hh), interpolation=cv2.INTER_AREA)
+        hh, hw = (H + 1) // 2, (W + 1) // 2
+        half = _resize_stack(probs, (hh, hw), STRIDE // 2)
+        guide = cv2.resize(image, (hw, hh), interpolation=cv2.INTER_AREA)
         gf = cv2.ximgproc.createGuidedFilter(guide, self.radius, self.eps)
         out = np.empty((len(probs), H, W), np.float32)
         # the guided filter is linear and keeps constants: filter L-1 planes, the first is 1 - rest
         for i in range(1, len(probs)):
-            sm = gf.filter(small[i])
-            out[i] = sm if self.scale == 1 else cv2.resize(sm, (W, H), interpolation=cv2.INTER_LINEAR)
+            sm = gf.filter(half[i])
+            out[i] = cv2.resize(sm, (W, H), interpolation=cv2.INTER_LINEAR)
         if len(probs) > 1:
             np.subtract(1.0, out[1:].sum(axis=0), out=out[0])
         else:
-            out[0] = cv2.resize(gf.filter(small[0]), (W, H), interpolation=cv2.INTER_LINEAR)
-        return out
-
-
-class SmootherUpsampler:
-    """Like EdgeAwareUpsampler, with OpenCV's fast global smoother (edge-aware weighted least squares,
-    cv2.ximgproc) instead of the guided filter: ``lam`` is the smoothness, ``sigma_color`` the colour
-    difference (0-255) across which smoothing stops. Runs at half the working size."""
-
-    def __init__(self, lam: float = 100.0, sigma_color: float = 8.0):
-        self.lam = lam
-        self.sigma_color = sigma_color
-
-    def __call__(self, probs: np.ndarray, image: np.ndarray | None,
-                 size_hw: tuple[int, int]) -> np.ndarray:
-        H, W = size_hw
-        if image is None:
-            return _resize_stack(probs, (H, W), STRIDE)
-        hh, hw = (H + 1) // 2, (W + 1) // 2
-        small = _resize_stack(probs, (hh, hw), STRIDE // 2)
-        guide = cv2.resize(image, (hw, hh), interpolation=cv2.INTER_AREA)
-        fgs = cv2.ximgproc.createFastGlobalSmootherFilter(guide, self.lam, self.sigma_color)
-        out = np.empty((len(probs), H, W), np.float32)
-        # linear in its input and keeps constants, as the guided filter: plane 0 is 1 - the others
-        for i in range(1 if len(probs) > 1 else 0, len(probs)):
-            out[i] = cv2.resize(fgs.filter(small[i]), (W, H), interpolation=cv2.INTER_LINEAR)
-        if len(probs) > 1:
-            np.subtract(1.0, out[1:].sum(axis=0), out=out[0])
+            out[0] = cv2.resize(gf.filter(half[0]), (W, H), interpolation=cv2.INTER_LINEAR)
         return out
 
 
