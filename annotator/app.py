@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 import traceback
+from importlib.metadata import version
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 from PySide6.QtGui import QColor, QPalette
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="OUT.png", help="render the window to OUT.png and exit")
     p.add_argument("--frame", type=int, default=None, help="frame to show (with --screenshot)")
     p.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
+    p.add_argument("--version", action="version", version=f"vos-annotator {version('vos-annotator')}")
     return p
 
 
@@ -74,21 +76,20 @@ def wait_until(predicate, timeout: float) -> bool:
 def take_screenshot(window, out: str, frame: int | None = None, timeout: float = 600) -> bool:
     """Propagate if needed, show a propagated frame, grab the window to `out`."""
     doc = window.doc
+    keys = sorted(set().union(*doc.keyframes().values()))
     if not doc.has_propagation():
-        keys = sorted(set().union(*doc.keyframes().values())) if doc.keyframes() else []
         annotated = [t for t in keys if doc.mask(t).any()]
         if annotated:
             doc.set_frame(annotated[0])
-            window.propagate("both")
-    ok = wait_until(lambda: window.job is None and window._pending_propagation is None, timeout)
+            window.jobs.propagate("both")
+    ok = wait_until(window.jobs.idle, timeout)
     if frame is None:
-        keys = set().union(*doc.keyframes().values()) if doc.keyframes() else set()
         present = [t for t in range(doc.n) if doc.presence[t].any() and t not in keys]
         frame = present[len(present) // 2] if present else doc.frame
-    window.goto_frame(frame)
+    window.view.goto_frame(frame)
     wait_until(lambda: False, 0.2)
     saved = window.grab().save(out)
-    return saved and ok and not getattr(window, "last_error", None)   # an engine failure was printed
+    return saved and ok and not window.last_error   # an engine failure was printed
 
 
 def install_excepthook(window) -> None:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         window.interactive = False
         window.show()
-        if not window.open_path(args.path):
+        if not window.files.open_path(args.path):
             return 1
         ok = take_screenshot(window, args.screenshot, args.frame)
         window.close()
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     window.restore_layout()
     window.show()
-    if not window.offer_recovery():
-        window.open_path(args.path)
+    if not window.files.offer_recovery():
+        window.files.open_path(args.path)
     return app.exec()
 
 

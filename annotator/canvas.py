@@ -5,17 +5,30 @@ covers [x, x+1) x [y, y+1)). The canvas only reports gestures as signals in thos
 the main window turns them into engine edits.
 """
 
+from dataclasses import dataclass
+
+import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainterPath, QPen, QPixmap
-from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsPixmapItem,
+from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem,
                                QGraphicsScene, QGraphicsView)
 
-TOOLS = {
-    "click+": "Positive click", "click-": "Negative click",
-    "scribble+": "Positive scribble", "scribble-": "Negative scribble",
-    "brush": "Brush", "eraser": "Eraser", "polygon": "Polygon / lasso",
+
+@dataclass(frozen=True)
+class Tool:
+    name: str     # side panel: "Positive click"
+    short: str    # status bar: "Click +"
+
+
+TOOLS = {   # the one table of tools, in toolbar order (menu texts and keys: annotator.actions)
+    "click+": Tool("Positive click", "Click +"), "click-": Tool("Negative click", "Click −"),
+    "scribble+": Tool("Positive scribble", "Scribble +"), "scribble-": Tool("Negative scribble", "Scribble −"),
+    "brush": Tool("Brush", "Brush"), "eraser": Tool("Eraser", "Eraser"),
+    "polygon": Tool("Polygon / lasso", "Polygon"),
 }
 STROKE_TOOLS = ("scribble+", "scribble-", "brush", "eraser")
+MARKER_R, HOVER_PX = 5, 6          # click marker radius, how near (view pixels) the mouse hovers a marker
+POSITIVE, NEGATIVE, HOVERED = QColor(60, 200, 90), QColor(235, 60, 60), QColor(255, 214, 10)
 _POLY_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape, Qt.Key.Key_Backspace)
 
 
@@ -48,6 +61,8 @@ class Canvas(QGraphicsView):
         self._cursor.setVisible(False)
         for item in (self._frame, self._overlay, self._preview, self._cursor):
             self.scene().addItem(item)
+        self._markers: list = []      # (prompt, item) of the frame's clicks and scribbles
+        self.hovered = None            # the prompt under the mouse, highlighted
         self._hint = self.scene().addSimpleText(
             "Open a project (Ctrl+O), or start one from a video or a folder of frames (Ctrl+N).\n"
             "You can also drop a video or a project folder here.")
@@ -78,6 +93,61 @@ class Canvas(QGraphicsView):
         if image is not None:
             self._overlay.setPixmap(QPixmap.fromImage(image))
         self._frame.setVisible(not mask_only)
+
+    def set_prompts(self, prompts, names: dict[int, str]) -> None:
+        """Markers of the frame's prompts (document.Prompt): clicks as green (positive) or red (negative)
+        dots, scribbles as their strokes; `names` {object id: name} for the tooltips."""
+        for _prompt, item in self._markers:
+            self.scene().removeItem(item)
+        self._markers, self.hovered = [], None
+        for prompt in prompts:
+            color = POSITIVE if prompt.positive else NEGATIVE
+            if prompt.kind == "click":
+                x, y = prompt.points[0]
+                item = QGraphicsEllipseItem(-MARKER_R, -MARKER_R, 2 * MARKER_R, 2 * MARKER_R)
+                item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+                item.setPos(x + 0.5, y + 0.5)
+                item.setBrush(color)
+            else:
+                path = QPainterPath()
+                path.moveTo(prompt.points[0][0] + 0.5, prompt.points[0][1] + 0.5)
+                for x, y in prompt.points[1:]:
+                    path.lineTo(x + 0.5, y + 0.5)
+                item = QGraphicsPathItem(path)
+            sign = "Positive" if prompt.positive else "Negative"
+            item.setToolTip(f"{sign} {prompt.kind} on {names.get(prompt.object_id, prompt.object_id)}")
+            item.setZValue(1.5)
+            self.scene().addItem(item)
+            self._markers.append((prompt, item))
+            self._style_marker(prompt, item, False)
+
+    def _style_marker(self, prompt, item, hovered: bool) -> None:
+        color = HOVERED if hovered else (POSITIVE if prompt.positive else NEGATIVE)
+        if prompt.kind == "click":
+            item.setPen(QPen(HOVERED if hovered else QColor(255, 255, 255), 3 if hovered else 1.5))
+        else:
+            pen = QPen(color, 5 if hovered else 3, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
+                       Qt.PenJoinStyle.RoundJoin)
+            pen.setCosmetic(True)
+            item.setPen(pen)
+
+    def _hover(self, pos: QPointF) -> None:
+        """Highlight the marker under the mouse (the nearest within HOVER_PX view pixels)."""
+        best, best_d = None, HOVER_PX
+        for prompt, item in self._markers:
+            pts = [self.mapFromScene(QPointF(x + 0.5, y + 0.5)) for x, y in prompt.points]
+            d = _polyline_distance(pos.x(), pos.y(), [(p.x(), p.y()) for p in pts])
+            if prompt.kind == "click":
+                d = max(0.0, d - MARKER_R)
+            if d <= best_d:
+                best, best_d = (prompt, item), d
+        hovered = best[0] if best else None
+        if hovered is self.hovered:
+            return
+        for prompt, item in self._markers:
+            self._style_marker(prompt, item, prompt is hovered)
+        self.hovered = hovered
+        self.viewport().setToolTip(best[1].toolTip() if best else "")
 
     def frame_size(self) -> tuple[int, int]:
         pm = self._frame.pixmap()
@@ -169,6 +239,8 @@ class Canvas(QGraphicsView):
     def mouseMoveEvent(self, event):
         x, y = self._scene_xy(event.position().toPoint())
         self._update_cursor_item(QPointF(x, y))
+        if not event.buttons():
+            self._hover(event.position())
         self.cursorMoved.emit(*((int(x), int(y)) if self._inside(x, y) else (-1, -1)))
         if self._pan_from is not None:
             delta = event.position() - self._pan_from
@@ -301,6 +373,15 @@ class Canvas(QGraphicsView):
     def _apply_cursor(self) -> None:
         shape = Qt.CursorShape.CrossCursor if self.editable else Qt.CursorShape.ForbiddenCursor
         self.viewport().setCursor(QCursor(shape))
+
+
+def _polyline_distance(x: float, y: float, points) -> float:
+    """Distance from (x, y) to the polyline through `points` (one point: to that point)."""
+    p = np.asarray(points, float).reshape(-1, 2)
+    a, b = p[:-1] if len(p) > 1 else p, p[1:] if len(p) > 1 else p
+    ab = b - a
+    t = np.clip(((x - a[:, 0]) * ab[:, 0] + (y - a[:, 1]) * ab[:, 1]) / np.maximum((ab ** 2).sum(1), 1e-9), 0, 1)
+    return float(np.hypot(a[:, 0] + t * ab[:, 0] - x, a[:, 1] + t * ab[:, 1] - y).min())
 
 
 def _dedupe(points: list[tuple[int, int]]) -> list[tuple[int, int]]:

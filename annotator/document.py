@@ -9,6 +9,7 @@ are kept in small arrays and filled incrementally so opening a long video stays 
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,16 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
 from annotator.undo import SnapshotCommand
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A click or scribble the GUI sent to the engine: drawn as a marker on its frame."""
+    frame: int
+    object_id: int
+    kind: str                          # "click" | "scribble"
+    positive: bool
+    points: tuple[tuple[int, int], ...]
 
 
 ASYNC_RESTORE_FRAMES = 16   # edits and undo/redo touching more frames than this run off the GUI thread
@@ -29,7 +40,8 @@ class Document(QObject):
     selectionChanged = Signal(object)    # object id or None
     statsChanged = Signal()
     timingReported = Signal(str)
-    runner = None   # set by the window: runner(fn, done) runs fn() on a worker, then done() here
+    runner = None   # set by the window: runner(fn, done, big) runs fn() (on a worker if big), then done() here
+    attached = False   # set by the window while its views listen to this document
 
     def __init__(self, session, parent=None, touched=()):
         super().__init__(parent)
@@ -42,8 +54,11 @@ class Document(QObject):
         self.frame = 0
         self.selected: int | None = next(iter(self.objects()), None)
         self.presence = np.zeros((self.n, 256), bool)      # presence[t, id]: object id has pixels in frame t
-        self.confidence = np.full(self.n, np.nan, np.float32)
+        self.confidence = np.full((self.n, 256), np.nan, np.float32)   # confidence[t, id]; NaN = unknown
         self.embedded = np.zeros(self.n, bool)     # filled by the window from the embedding job
+        # the prompts sent in this window, in order; undo steps carry them. The engine keeps its own log
+        # but does not list it yet, so a reopened project shows no markers for its earlier prompts.
+        self.prompts: tuple[Prompt, ...] = ()
         self._pending: list[int] = list(range(self.n))
         self._scan = QTimer(self, interval=0)
         self._scan.timeout.connect(self._scan_some)
@@ -52,7 +67,7 @@ class Document(QObject):
     # -- reads -----------------------------------------------------------------------------------
     @property
     def folder(self) -> Path:
-        return Path(self.session.project.folder)
+        return self.session.folder
 
     @property
     def video(self):
@@ -62,22 +77,41 @@ class Document(QObject):
         return dict(self.session.objects)
 
     def keyframes(self) -> dict[int, set[int]]:
-        return {k: set(v) for k, v in self.session.project.keyframes.items()}
+        return self.session.keyframes()
 
     def mask(self, t: int) -> np.ndarray:
         """(H, W) uint8 ids at working size."""
         return self.session.mask(t)
 
+    def prompts_on(self, t: int) -> list[Prompt]:
+        """The clicks and scribbles on frame t of objects that still exist, oldest first."""
+        return [p for p in self.prompts if p.frame == t and p.object_id in self.session.objects]
+
     def frame_rgb(self, t: int) -> np.ndarray:
         return self.session.video.frame(t)
 
+    def least_sure(self, oid: int | None = None, n: int = 50) -> list[int]:
+        """Frames most likely wrong, worst first: the engine's ranking over all objects, or one object's
+        (computed here from its confidence row: the engine ranks all objects together)."""
+        if oid is None:
+            return self.session.frames_most_likely_wrong(n)
+        conf = self.confidence[:, oid].copy()
+        conf[sorted(self.keyframes().get(oid, ()))] = np.nan     # what the user drew is not in doubt
+        frames = np.flatnonzero(~np.isnan(conf))
+        return [int(t) for t in frames[np.argsort(conf[frames], kind="stable")][:n]]
+
+    def frame_confidence(self, t: int, oid: int | None = None) -> float:
+        """One object's confidence on frame t, or the lowest of all objects'; NaN = unknown."""
+        row = self.confidence[t, [o for o in self.session.objects if o < 256] if oid is None else [oid]]
+        return float(np.nanmin(row)) if np.isfinite(row).any() else float("nan")
+
     def has_propagation(self) -> bool:
         """True when some frame that is no keyframe holds a mask (something was propagated)."""
-        keys = set().union(*self.keyframes().values()) if self.keyframes() else set()
-        return any(t not in keys for t in self.session.project.masks.frames())
+        keys = set().union(*self.keyframes().values())
+        return any(t not in keys for t in self.session.masked_frames())
 
     def is_dirty(self) -> bool:
-        return not self.undo_stack.isClean() or bool(self.session.project.dirty)
+        return not self.undo_stack.isClean() or self.session.dirty
 
     # -- navigation ------------------------------------------------------------------------------
     def set_frame(self, t: int) -> None:
@@ -94,13 +128,14 @@ class Document(QObject):
             self.selectionChanged.emit(oid)
 
     # -- edits -----------------------------------------------------------------------------------
-    def apply(self, label: str, frames, fn):
-        """Run `fn()` on the session under the lock as one undoable edit touching `frames`."""
-        return self.record(label, self.run_edit(sorted(set(frames)), fn))
+    def apply(self, label: str, frames, fn, prompt: Prompt | None = None):
+        """Run `fn()` on the session under the lock as one undoable edit touching `frames`
+        (`prompt`: the click or scribble it sends, kept for its marker)."""
+        return self.record(label, self.run_edit(sorted(set(frames)), fn), prompt)
 
     def run_edit(self, frames, fn) -> dict:
         """Snapshot, run, snapshot (under the lock; callable from a worker thread)."""
-        timing = getattr(self.session, "last_timing", {})
+        timing = self.session.last_timing
         with self.lock:
             before = self.session.snapshot(frames)
             seen = dict(timing)
@@ -113,13 +148,15 @@ class Document(QObject):
         return dict(frames=frames, before=before, after=after, result=result, ms=ms, engine_ms=engine_ms,
                     stats=stats)
 
-    def record(self, label: str, edit: dict):
+    def record(self, label: str, edit: dict, prompt: Prompt | None = None):
         """Push the undo command for an edit made by `run_edit` and tell the views."""
         select_before = self.selected
         new_id = getattr(edit["result"], "id", None)   # add_object returns the new ObjectInfo
         select_after = new_id if new_id in self.session.objects else select_before
+        prompts = (self.prompts, self.prompts + ((prompt,) if prompt else ()))
+        self.prompts = prompts[1]
         self.undo_stack.push(SnapshotCommand(self, label, edit["before"], edit["after"], edit["frames"],
-                                             select_after, select_before))
+                                             select_after, select_before, prompts))
         if edit["engine_ms"]:
             self.timingReported.emit(", ".join(f"{k} {v:.0f} ms" for k, v in edit["engine_ms"]))
         else:
@@ -130,11 +167,13 @@ class Document(QObject):
     def push_done(self, label: str, before, after, frames) -> None:
         """Record an edit a worker already made (a propagation), with its before/after snapshots."""
         frames = sorted(set(frames))
-        self.undo_stack.push(SnapshotCommand(self, label, before, after, frames, self.selected, self.selected))
+        self.undo_stack.push(SnapshotCommand(self, label, before, after, frames, self.selected, self.selected,
+                                             (self.prompts, self.prompts)))
         self._changed(frames, objects=False, stats=False)   # the stream already updated them
 
-    def restore(self, snapshot, frames, select=None) -> None:
-        """Put a snapshot back (undo/redo); big ones (a long propagation) go to the window's worker."""
+    def restore(self, snapshot, frames, select=None, prompts=None) -> None:
+        """Put a snapshot back (undo/redo); big ones (a long propagation) go to the window's worker.
+        `prompts` (the markers' list at that step) is set with the masks, when they land."""
         out = {}
 
         def work():   # on a worker for big snapshots: restoring and re-counting take a while
@@ -142,11 +181,16 @@ class Document(QObject):
                 self.session.restore(snapshot)
                 out["stats"] = self.compute_stats(frames)
 
-        if self.runner is not None and len(snapshot.masks) > ASYNC_RESTORE_FRAMES:
-            self.runner(work, lambda: self._restored(frames, select, out.get("stats")))
-        else:
+        def done():
+            if prompts is not None:
+                self.prompts = prompts
+            self._restored(frames, select, out.get("stats"))
+
+        if self.runner is None:
             work()
-            self._restored(frames, select, out["stats"])
+            done()
+        else:   # the runner keeps undo steps in order when the history panel jumps several at once
+            self.runner(work, done, len(frames) > ASYNC_RESTORE_FRAMES)
 
     def _restored(self, frames, select, stats) -> None:
         if select is not None and select in self.session.objects:
@@ -181,24 +225,24 @@ class Document(QObject):
         self.apply_stats(self.compute_stats(frames, ids_of), emit)
 
     def compute_stats(self, frames, ids_of=None) -> tuple:
-        """(frames, (k, 256) bool presence, (k,) float32 confidence); read-only, any thread."""
-        frames = list(frames)
-        masks = self.session.project.masks
+        """(frames, (k, 256) bool presence, (k, 256) float32 confidence); read-only, any thread."""
+        frames, known = list(frames), ids_of or {}
+        masked = set(self.session.masked_frames()) if any(t not in known for t in frames) else ()
         presence = np.zeros((len(frames), 256), bool)
-        conf = np.full(len(frames), np.nan, np.float32)
+        conf = np.full((len(frames), 256), np.nan, np.float32)
         for i, t in enumerate(frames):
-            ids = ids_of.get(t) if ids_of else None
-            if ids is None and masks.has(t):
+            ids = known.get(t)
+            if ids is None and t in masked:
                 ids = self.session.mask(t)
             if ids is not None:
                 presence[i] = np.bincount(ids.ravel(), minlength=256)[:256] > 0
             try:
-                values = [v for k, v in self.session.confidence(t).items()
-                          if k in self.session.objects and v is not None]
+                values = self.session.confidence(t)
             except Exception:
-                values = []
-            if values:
-                conf[i] = min(values)
+                values = {}
+            for k, v in values.items():
+                if k in self.session.objects and v is not None and 0 <= k < 256:
+                    conf[i, k] = v
         return frames, presence, conf
 
     def apply_stats(self, stats, emit: bool = True) -> None:

@@ -12,14 +12,6 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFileDialog
 
 from annotator.workers import CallJob
 
-FORMATS = [
-    ("davis", "DAVIS (indexed PNG per frame, VOC palette)"),
-    ("coco", "COCO instances JSON (RLE, track ids)"),
-    ("youtube-vis", "YouTube-VIS JSON"),
-    ("binary", "Binary PNG masks per object"),
-    ("overlay", "Overlay video (MP4) for review"),
-]
-
 
 class ExportDialog(QDialog):
     finished_export = Signal(str, str)    # status, message
@@ -39,7 +31,8 @@ class ExportDialog(QDialog):
         self.checks: dict[str, QCheckBox] = {}
         box = QGroupBox("Formats")
         box_layout = QVBoxLayout(box)
-        for fmt, text in FORMATS:
+        from engine import Session  # late: the engine loads torch and faiss
+        for fmt, text in Session.export_formats():
             self.checks[fmt] = QCheckBox(text)
             self.checks[fmt].setChecked(fmt == "davis")
             box_layout.addWidget(self.checks[fmt])

@@ -5,7 +5,7 @@ them through undoable commands and calls `set_objects` again.
 """
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QStyle, QTableWidget,
                                QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
@@ -32,10 +32,9 @@ class ObjectsPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.setStyleSheet(  # check boxes that read on the dark theme, selected or not
-            "QTableWidget::indicator { width: 13px; height: 13px; border: 1px solid #9aa0a8;"
-            " border-radius: 3px; background: #26282c; }"
-            "QTableWidget::indicator:checked { background: #e9eef6; border-color: #ffffff; }")
+        palette = self.table.palette()   # Fusion draws a check box's frame from Window: light, it shows on dark rows
+        palette.setColor(QPalette.ColorRole.Window, QColor(150, 154, 160))
+        self.table.setPalette(palette)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                    | QAbstractItemView.EditTrigger.EditKeyPressed)
         header = self.table.horizontalHeader()

@@ -13,12 +13,13 @@ import tempfile
 from pathlib import Path
 
 from annotator import settings
+from engine.errors import ProjectError
 
 PROJECT_FILE = "project.json"
 
 
 def session_class():
-    from engine.session import Session  # imported late: the engine loads torch
+    from engine import Session  # imported late: the engine loads torch
     return Session
 
 
@@ -47,7 +48,6 @@ def open_any(path: str | Path | None):
     if is_project(path):
         return Session.open(path)
     if not path.exists():
-        from engine.errors import ProjectError
         raise ProjectError(path, "no such file or folder")
     folder = project_folder_for(path)
     if is_project(folder):
@@ -60,13 +60,12 @@ def sample_folder() -> Path:
 
 
 def open_sample():
-    """The writable copy of the sample project (made on first use by engine.project.open_sample_copy)."""
+    """The writable copy of the sample project (made on first use by Session.open_sample_copy)."""
     Session = session_class()
-    from engine.project import SAMPLE_PROJECT, open_sample_copy
-    dest = sample_folder() / SAMPLE_PROJECT.name
+    dest = sample_folder() / Session.SAMPLE_NAME
     if is_project(dest):
         try:
             return Session.open(dest)
         except Exception:  # a broken old copy: leave it for inspection, make a fresh one
-            dest = Path(tempfile.mkdtemp(prefix="sample-", dir=sample_folder())) / SAMPLE_PROJECT.name
-    return Session(open_sample_copy(dest))
+            dest = Path(tempfile.mkdtemp(prefix="sample-", dir=sample_folder())) / Session.SAMPLE_NAME
+    return Session.open_sample_copy(dest)

@@ -1,7 +1,7 @@
-"""Timeline: play/pause, frame slider, and a strip with confidence, per-object coverage and keyframes.
+"""Timeline: play/pause, frame slider, and a strip with one row per object: coverage, keyframes, confidence.
 
 The strip is a passive view of numpy arrays the window hands it: coverage[id] is an (N,) bool
-array (object present in frame t), confidence an (N,) float array in [0, 1] with NaN = unknown.
+array (object present in frame t), confidence[id] an (N,) float array in [0, 1] with NaN = unknown.
 """
 
 import numpy as np
@@ -10,11 +10,21 @@ from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QSpinBox, QStyle, QToolButton,
                                QVBoxLayout, QWidget)
 
-RULER_H, CONF_H, LANE_H, GAP, MAX_LANES, GUTTER = 14, 9, 9, 3, 12, 96
+RULER_H, LANE_H, CONF_H, GAP, MAX_LANES, GUTTER = 14, 9, 5, 4, 12, 96
+ROW_H = LANE_H + 1 + CONF_H + GAP     # one object: coverage lane, its confidence band, a gap
+CONF_LEVELS = 16                      # confidence colours drawn (runs of one colour are one rectangle)
+
+
+def confidence_color(c: float) -> QColor:
+    """Red (unsure) to green (sure)."""
+    return QColor.fromHsvF(max(0.0, min(1.0, c)) * 0.33, 0.75, 0.85)
 
 
 class TimelineStrip(QWidget):
+    """Per object (up to MAX_LANES): its name (click: its next least-sure frame), a lane with its
+    coverage and keyframes (diamonds), and under it a band with its confidence (red = unsure)."""
     seek = Signal(int)
+    leastSureRequested = Signal(int)      # object id whose name was clicked
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -24,10 +34,11 @@ class TimelineStrip(QWidget):
         self.keyframes: dict[int, set[int]] = {}
         self.colors: dict[int, tuple[int, int, int]] = {}
         self.names: dict[int, str] = {}
-        self.confidence = np.full(1, np.nan, np.float32)
+        self.confidence: dict[int, np.ndarray] = {}   # {id: (N,) float, NaN = unknown}
         self.selected: int | None = None
         self.embedded: np.ndarray | None = None   # (N,) bool while the first embedding pass runs
         self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)   # a click takes focus from the frame box
         self._relayout()
 
     def set_data(self, n, coverage, keyframes, colors, names, confidence, selected) -> None:
@@ -46,9 +57,15 @@ class TimelineStrip(QWidget):
         self.embedded = embedded
         self.update()
 
+    def lanes(self) -> list[int]:
+        """Object ids with a row, top to bottom."""
+        return list(self.colors)[:MAX_LANES]
+
+    def row_top(self, i: int) -> int:
+        return RULER_H + 4 + i * ROW_H
+
     def _relayout(self) -> None:
-        lanes = max(1, min(MAX_LANES, len(self.colors)))
-        self.setFixedHeight(RULER_H + CONF_H + 6 + lanes * (LANE_H + GAP) + 4)
+        self.setFixedHeight(self.row_top(max(1, len(self.lanes()))) + 2)
 
     def sizeHint(self) -> QSize:
         return QSize(400, self.height())
@@ -59,52 +76,45 @@ class TimelineStrip(QWidget):
     def _frame_at(self, x: float) -> int:
         return int(min(self.n - 1, max(0, (x - GUTTER) * self.n / max(1, self.width() - GUTTER - 6))))
 
+    def _lane_at(self, y: float) -> int | None:
+        i = int((y - RULER_H - 4) // ROW_H)
+        lanes = self.lanes()
+        return lanes[i] if y >= RULER_H + 4 and i < len(lanes) else None
+
     def paintEvent(self, _event):
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(38, 40, 44))
-        fw = max(1.0, (self.width() - GUTTER - 6) / self.n)
         font = p.font()
         font.setPointSizeF(7.5)
         p.setFont(font)
         self._ruler(p)
+        width = self.width() - GUTTER - 6
         if self.embedded is not None:
-            p.fillRect(QRectF(GUTTER, RULER_H - 2, self.width() - GUTTER - 6, 2), QColor(70, 74, 80))
+            p.fillRect(QRectF(GUTTER, RULER_H - 2, width, 2), QColor(70, 74, 80))
             for start, stop in _runs(self.embedded):
                 p.fillRect(QRectF(self._x(start), RULER_H - 2, self._x(stop) - self._x(start), 2),
                            QColor(80, 150, 240))
-        p.translate(0, RULER_H)
-        p.setPen(QColor(170, 174, 180))
-        p.drawText(QRectF(4, 0, GUTTER - 8, CONF_H + 4), Qt.AlignmentFlag.AlignVCenter, "confidence")
-        p.fillRect(QRectF(GUTTER, 2, self.width() - GUTTER - 6, CONF_H), QColor(55, 58, 64))
-        # confidence strip: red (unsure) -> green (sure), grey where unknown
-        conf = self.confidence
-        for t in range(min(self.n, len(conf))):
-            c = conf[t]
-            if np.isnan(c):
-                continue
-            col = QColor.fromHsvF(max(0.0, min(1.0, float(c))) * 0.33, 0.75, 0.85)
-            p.fillRect(QRectF(self._x(t), 2, fw + 0.5, CONF_H), col)
-        y = CONF_H + 6
-        for oid in list(self.colors)[:MAX_LANES]:
+        for i, oid in enumerate(self.lanes()):
+            y = self.row_top(i)
             r, g, b = self.colors[oid]
             p.setPen(QColor(255, 255, 255) if oid == self.selected else QColor(170, 174, 180))
             name = p.fontMetrics().elidedText(self.names.get(oid, str(oid)), Qt.TextElideMode.ElideRight,
-                                              GUTTER - 10)
-            p.drawText(QRectF(4, y - 3, GUTTER - 8, LANE_H + 6), Qt.AlignmentFlag.AlignVCenter, name)
-            p.fillRect(QRectF(GUTTER, y, self.width() - GUTTER - 6, LANE_H), QColor(55, 58, 64))
+                                              GUTTER - 22)
+            p.drawText(QRectF(4, y - 3, GUTTER - 20, LANE_H + CONF_H + 7), Qt.AlignmentFlag.AlignVCenter, name)
+            self._least_sure_glyph(p, GUTTER - 12, y + (LANE_H + CONF_H) / 2)
+            p.fillRect(QRectF(GUTTER, y, width, LANE_H), QColor(55, 58, 64))
             cov = self.coverage.get(oid)
             if cov is not None:
                 col = QColor(r, g, b, 255 if oid == self.selected else 170)
                 for start, stop in _runs(cov):
                     p.fillRect(QRectF(self._x(start), y, self._x(stop) - self._x(start), LANE_H), col)
+            self._confidence_band(p, self.confidence.get(oid), y + LANE_H + 1)
             p.setPen(QPen(QColor(255, 255, 255), 1))
             p.setBrush(QColor(255, 255, 255))
             for t in self.keyframes.get(oid, ()):
                 cx, cy = self._x(t + 0.5), y + LANE_H / 2
                 p.drawPolygon(QPolygonF([QPointF(cx, cy - 4), QPointF(cx + 3, cy),
                                          QPointF(cx, cy + 4), QPointF(cx - 3, cy)]))
-            y += LANE_H + GAP
-        p.translate(0, -RULER_H)
         x = self._x(self.current + 0.5)
         p.setPen(QPen(QColor(255, 214, 10), 2))
         p.drawLine(QPointF(x, 4), QPointF(x, self.height()))
@@ -113,27 +123,65 @@ class TimelineStrip(QWidget):
         p.drawPolygon(QPolygonF([QPointF(x - 5, 0), QPointF(x + 5, 0), QPointF(x, 6)]))
         p.end()
 
+    def _confidence_band(self, p: QPainter, conf, y: float) -> None:
+        p.fillRect(QRectF(GUTTER, y, self.width() - GUTTER - 6, CONF_H), QColor(55, 58, 64))
+        if conf is None:
+            return
+        level = np.where(np.isnan(conf), -1, np.round(np.clip(np.nan_to_num(conf), 0, 1) * (CONF_LEVELS - 1)))
+        edges = np.flatnonzero(np.diff(level)) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(level)]):
+            if level[start] >= 0:
+                p.fillRect(QRectF(self._x(start), y, self._x(stop) - self._x(start) + 0.5, CONF_H),
+                           confidence_color(level[start] / (CONF_LEVELS - 1)))
+
+    @staticmethod
+    def _least_sure_glyph(p: QPainter, x: float, cy: float) -> None:
+        """A small warning triangle: click the row's name to go to its next least-sure frame."""
+        p.save()
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(230, 150, 60))
+        p.drawPolygon(QPolygonF([QPointF(x, cy - 4), QPointF(x + 4.5, cy + 4), QPointF(x - 4.5, cy + 4)]))
+        p.restore()
+
     def _ruler(self, p: QPainter) -> None:
-        """Frame numbers every `step` frames, step picked so labels stay >= 48 px apart."""
+        """Frame numbers (counted from 1, as everywhere on screen) every `step` frames, step picked so
+        labels stay >= 48 px apart."""
         px = (self.width() - GUTTER - 6) / self.n
         step = next((s for m in (1, 10, 100, 1000, 10000) for s in (m, 2 * m, 5 * m) if s * px >= 48), self.n)
         p.setPen(QColor(120, 124, 130))
         right = self.width() - 4
-        for t in range(0, self.n, step):
-            x = self._x(t + 0.5)
+        for number in [1] * (step >= 5) + list(range(step, self.n + 1, step)):
+            x = self._x(number - 0.5)
             p.drawLine(QPointF(x, RULER_H - 4), QPointF(x, RULER_H - 1))
-            if x + 2 + p.fontMetrics().horizontalAdvance(str(t)) <= right:
-                p.drawText(QRectF(x + 2, 0, 60, RULER_H - 2), Qt.AlignmentFlag.AlignVCenter, str(t))
+            if x + 2 + p.fontMetrics().horizontalAdvance(str(number)) <= right:
+                p.drawText(QRectF(x + 2, 0, 60, RULER_H - 2), Qt.AlignmentFlag.AlignVCenter, str(number))
 
     def mousePressEvent(self, event):
-        self.seek.emit(self._frame_at(event.position().x()))
+        pos = event.position()
+        if pos.x() < GUTTER:
+            oid = self._lane_at(pos.y())
+            if oid is not None:
+                self.leastSureRequested.emit(oid)
+            return
+        self.seek.emit(self._frame_at(pos.x()))
 
     def mouseMoveEvent(self, event):
-        t = self._frame_at(event.position().x())
+        pos = event.position()
+        oid = self._lane_at(pos.y())
+        name = self.names.get(oid, "")
+        if pos.x() < GUTTER:
+            self.setToolTip(f"{name}: click for its next least-sure frame (Shift+G for the selected object)"
+                            if oid is not None else "")
+            return
+        t = self._frame_at(pos.x())
         if event.buttons() & Qt.MouseButton.LeftButton:
             self.seek.emit(t)
-        conf = self.confidence[t] if t < len(self.confidence) else np.nan
-        text = f"Frame {t}" + ("" if np.isnan(conf) else f" — confidence {conf:.2f}")
+        text = f"Frame {t + 1}"
+        if oid is not None:
+            conf = self.confidence.get(oid)
+            c = conf[t] if conf is not None and t < len(conf) else np.nan
+            text += f" — {name}: " + ("keyframe" if t in self.keyframes.get(oid, ()) else
+                                      "not propagated" if np.isnan(c) else f"confidence {c:.2f}")
         self.setToolTip(text)
 
 
@@ -145,10 +193,12 @@ def _runs(flags: np.ndarray):
 
 
 class Timeline(QWidget):
-    """Transport row (play, slider, frame box, next-likely-wrong) above the strip."""
+    """Transport row (play, slider, frame box, next-least-sure) above the strip. Frames are counted
+    from 1 on screen ("1 / 132"); the signals carry 0-based indices."""
     frameRequested = Signal(int)
     playToggled = Signal()
     nextWrongRequested = Signal()
+    frameEntered = Signal()           # Enter in the frame box: focus goes back to the canvas
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -158,14 +208,16 @@ class Timeline(QWidget):
         self.play_button.clicked.connect(self.playToggled)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.valueChanged.connect(self.frameRequested)
-        self.spin = QSpinBox()
+        self.spin = QSpinBox(toolTip="Frame number (type it, then Enter)")
         self.spin.setKeyboardTracking(False)
-        self.spin.valueChanged.connect(self.frameRequested)
+        self.spin.valueChanged.connect(lambda v: self.frameRequested.emit(v - 1))
+        self.spin.lineEdit().returnPressed.connect(self.frameEntered)
         self.total = QLabel("/ 0")
-        self.wrong_button = QToolButton(text="Next likely wrong")
+        self.wrong_button = QToolButton(text="Next least sure")
         self.wrong_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.wrong_button.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
-        self.wrong_button.setToolTip("Go to the next frame the engine is least sure about (G)")
+        self.wrong_button.setToolTip("Go to the least-sure frame not visited yet (G); "
+                                     "click an object's name below for its own")
         self.wrong_button.clicked.connect(self.nextWrongRequested)
         self.strip = TimelineStrip()
         self.strip.seek.connect(self.frameRequested)
@@ -180,16 +232,16 @@ class Timeline(QWidget):
         layout.addWidget(self.strip)
 
     def set_length(self, n: int) -> None:
-        for w in (self.slider, self.spin):
+        for w, low in ((self.slider, 0), (self.spin, 1)):
             w.blockSignals(True)
-            w.setRange(0, max(0, n - 1))
+            w.setRange(low, max(0, n - 1) + low)
             w.blockSignals(False)
-        self.total.setText(f"/ {max(0, n - 1)}")
+        self.total.setText(f"/ {n}")
 
     def set_current(self, t: int) -> None:
-        for w in (self.slider, self.spin):
+        for w, value in ((self.slider, t), (self.spin, t + 1)):
             w.blockSignals(True)
-            w.setValue(t)
+            w.setValue(value)
             w.blockSignals(False)
         self.strip.set_current(t)
 

@@ -1,174 +1,257 @@
-"""Edits: canvas gestures and object operations become undoable Session calls via the Document."""
+"""Edits controller: canvas gestures and object operations become undoable Session calls via the Document.
 
+It owns the one background edit (a big edit, a click on a frame not embedded yet, a big undo/redo) that
+may run off the GUI thread; while it runs, the session is busy and further edits wait.
+"""
+
+from PySide6.QtCore import QObject
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QColorDialog
+from PySide6.QtWidgets import QColorDialog, QMessageBox
 
 from annotator import document
+from annotator.canvas import TOOLS
 from annotator.workers import CallJob, describe
 
 STATUS_MS = 6000
 
 
-class EditsMixin:
-    # -- guards ------------------------------------------------------------------------------------
-    def _edit_target(self):
+class EditsController(QObject):
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        self.worker: CallJob | None = None   # the background edit or undo/redo, if one runs
+        self._restores: list = []            # undo/redo steps waiting for it: (doc, fn, done)
+
+    def working(self) -> bool:
+        return self.worker is not None
+
+    def wait(self) -> None:
+        """Wait for the background edit; undo steps still queued behind it run here, in order."""
+        if self.worker is not None:
+            self.worker.wait()
+        while self._restores:
+            doc, fn, done = self._restores.pop(0)
+            fn()
+            if self.w.doc is doc:
+                done()
+
+    # -- guards ----------------------------------------------------------------------------------
+    def _target(self):
         """(frame, object id) the tools act on, or None with a status message saying why not."""
-        doc = self.doc
+        doc = self.w.doc
         if doc is None:
             return None
-        if self._owns_session() or getattr(self, "edit_job", None) is not None:
-            self.statusBar().showMessage("Wait for the running job to finish (or cancel it with Esc).", STATUS_MS)
+        if self.w.session_busy():
+            self.w.say("Wait for the running job to finish (or cancel it with Esc).", STATUS_MS)
             return None
         if not doc.objects():
             self.add_object()          # a new project: the first click starts object 1
         info = doc.objects().get(doc.selected)
         if info is None:
-            self.statusBar().showMessage("Select an object first (1-9, or click its row).", STATUS_MS)
+            self.w.say("Select an object first (1-9, or click its row).", STATUS_MS)
             return None
         if info.locked:
-            self.statusBar().showMessage(f"{info.name} is locked; unlock it to edit (Shift+L).", STATUS_MS)
+            self.w.say(f"{info.name} is locked; unlock it to edit (Shift+L).", STATUS_MS)
             return None
         return doc.frame, info.id
 
-    def _run_edit(self, label, frames, fn, embed_frame=None):
+    def _run(self, label, frames, fn, embed_frame=None, prompt=None):
         """Apply an edit now; one touching many frames (removing an object) or a click/scribble on
         a frame without embedding yet (the engine embeds it first) runs in a worker instead."""
+        doc = self.w.doc
         big = len(frames) > document.ASYNC_RESTORE_FRAMES
-        if big or (embed_frame is not None and not self.doc.session.is_embedded(embed_frame)):
-            return self._run_edit_async(label, frames, fn, embed_frame)
+        if big or (embed_frame is not None and not doc.session.is_embedded(embed_frame)):
+            return self._run_async(label, frames, fn, embed_frame, prompt)
         try:
-            return self.doc.apply(label, frames, fn)
+            return doc.apply(label, frames, fn, prompt)
         except Exception as exc:  # engine refused (locked object, bad input): say so, keep going
-            self.statusBar().showMessage(f"{label} failed: {describe(exc)}", STATUS_MS)
+            self.w.say(f"{label} failed: {describe(exc)}", STATUS_MS)
             return None
 
-    def run_in_background(self, fn, done) -> None:
-        """Document.runner: a big undo/redo restores on a worker; edits wait until it is back."""
-        doc = self.doc
-        job = CallJob("restore", doc.lock, lambda _progress: fn(), parent=self, hold_lock=False)
+    def _start(self, job: CallJob, ended, message: str) -> None:
+        def finished(status, error):
+            self.worker = None
+            job.wait()
+            ended(status, error)
+            self.w.sync_enabled()
+
+        job.ended.connect(finished)
+        self.worker = job
+        self.w.say(message, STATUS_MS)
+        self.w.sync_enabled()
+        job.start()
+
+    def run_in_background(self, fn, done, big: bool) -> None:
+        """Document.runner: a big undo/redo restores on a worker; a small one waits for the ones
+        before it (the history panel may undo several steps at once), so they land in order."""
+        if not big and self.worker is None and not self._restores:
+            fn()
+            done()
+            return
+        self._restores.append((self.w.doc, fn, done))
+        if self.worker is None:
+            self._next_restore()
+
+    def _next_restore(self) -> None:
+        doc, fn, done = self._restores.pop(0)
 
         def ended(status, error):
-            self.edit_job = None
-            job.wait()
             if status == "failed":
-                self.show_error("Undo/redo failed", error)
-            if self.doc is doc:
+                self.w.show_error("Undo/redo failed", error)
+            if self.w.doc is doc:
                 done()
-            self._sync_enabled()
+            if self._restores:
+                self._next_restore()
 
-        job.ended.connect(ended)
-        self.edit_job = job
-        self.statusBar().showMessage("Restoring frames…", STATUS_MS)
-        self._sync_enabled()
-        job.start()
+        self._start(CallJob("restore", doc.lock, lambda _progress: fn(), parent=self, hold_lock=False),
+                    ended, "Restoring frames…")
 
-    def _run_edit_async(self, label, frames, fn, t) -> None:
-        doc = self.doc
+    def _run_async(self, label, frames, fn, t, prompt) -> None:
+        doc = self.w.doc
         job = CallJob("edit", None, lambda _progress: doc.run_edit(sorted(set(frames)), fn), parent=self)
 
-        def done(status, error):
-            self.edit_job = None
-            job.wait()
-            if status == "finished" and self.doc is doc:
-                doc.record(label, job.result)
+        def ended(status, error):
+            if status == "finished" and self.w.doc is doc:
+                doc.record(label, job.result, prompt)
             elif status == "failed":
-                self.statusBar().showMessage(f"{label} failed: {error}", STATUS_MS)
-            self._sync_enabled()
+                self.w.say(f"{label} failed: {error}", STATUS_MS)
 
-        job.ended.connect(done)
-        self.edit_job = job
-        self.statusBar().showMessage(f"{label}…" if t is None else
-                                     f"Computing frame {t}'s embedding for the {label.lower()}…", STATUS_MS)
-        self._sync_enabled()
-        job.start()
+        self._start(job, ended, f"{label}…" if t is None else
+                    f"Computing frame {t}'s embedding for the {label.lower()}…")
 
     # -- canvas gestures -------------------------------------------------------------------------
+    def _step(self, tool: str, t: int, oid: int) -> str:
+        """An undo step's name: "Click + on bunny, frame 60" (frames counted from 1, as shown)."""
+        return f"{TOOLS[tool].short} on {self.w.doc.objects()[oid].name}, frame {t + 1}"
+
     def on_canvas_click(self, x: int, y: int, positive: bool) -> None:
-        target = self._edit_target()
+        target = self._target()
         if target:
             t, oid = target
-            s = self.doc.session
-            self._run_edit("Positive click" if positive else "Negative click", [t],
-                           lambda: s.click(t, oid, x, y, positive=positive), embed_frame=t)
+            s = self.w.doc.session
+            self._run(self._step("click+" if positive else "click-", t, oid), [t],
+                      lambda: s.click(t, oid, x, y, positive=positive), embed_frame=t,
+                      prompt=document.Prompt(t, oid, "click", positive, ((x, y),)))
 
     def on_canvas_stroke(self, kind: str, points: list, positive: bool) -> None:
-        target = self._edit_target()
+        target = self._target()
         if not target or not points:
             return
         t, oid = target
-        s, radius = self.doc.session, self.brush_spin.value()
+        s, radius = self.w.doc.session, self.w.brush_spin.value()
         if kind == "scribble":
-            label = "Positive scribble" if positive else "Negative scribble"
-            self._run_edit(label, [t], lambda: s.scribble(t, oid, points, positive=positive), embed_frame=t)
+            label = self._step("scribble+" if positive else "scribble-", t, oid)
+            self._run(label, [t], lambda: s.scribble(t, oid, points, positive=positive), embed_frame=t,
+                      prompt=document.Prompt(t, oid, "scribble", positive, tuple(map(tuple, points))))
         else:
-            label = "Brush" if positive else "Eraser"
-            self._run_edit(label, [t], lambda: s.brush(t, oid, points, radius, erase=not positive))
+            label = self._step("brush" if positive else "eraser", t, oid)
+            self._run(label, [t], lambda: s.brush(t, oid, points, radius, erase=not positive))
 
     def on_canvas_polygon(self, points: list) -> None:
-        target = self._edit_target()
+        target = self._target()
         if target:
             t, oid = target
-            s = self.doc.session
-            self._run_edit("Polygon fill", [t], lambda: s.polygon(t, oid, points))
+            s = self.w.doc.session
+            self._run(self._step("polygon", t, oid), [t], lambda: s.polygon(t, oid, points))
 
-    # -- objects -----------------------------------------------------------------------------------
+    # -- objects ---------------------------------------------------------------------------------
     def select_object(self, oid) -> None:
-        if self.doc is not None:
-            self.doc.select(oid)
+        if self.w.doc is not None:
+            self.w.doc.select(oid)
 
     def select_object_number(self, number: int) -> None:
-        ids = list(self.doc.objects())
+        ids = list(self.w.doc.objects())
         if 1 <= number <= len(ids):
-            self.doc.select(ids[number - 1])
+            self.w.doc.select(ids[number - 1])
 
     def add_object(self) -> None:
-        if self.doc is None:
+        doc = self.w.doc
+        if doc is None:
             return
-        info = self._run_edit("Add object", [], self.doc.session.add_object)
+        info = self._run("Add object", [], doc.session.add_object)
         if info is not None:
-            self.doc.select(info.id)
+            doc.select(info.id)
 
     def remove_selected_object(self) -> None:
-        if self.doc is not None and self.doc.selected is not None:
-            self.remove_object(self.doc.selected)
+        doc = self.w.doc
+        if doc is not None and doc.selected is not None:
+            self.remove_object(doc.selected)
 
     def remove_object(self, oid: int) -> None:
-        doc = self.doc
-        frames = doc.session.project.masks.frames()
+        """Remove an object; one that has masks is removed only after the user says yes."""
+        doc = self.w.doc
+        frames = doc.session.masked_frames()
         if doc.stats_ready():   # only the frames the object is on need saving for undo
             frames = [t for t in frames if doc.presence[t, oid]]
+        else:
+            frames = [t for t in frames if (doc.mask(t) == oid).any()]
         name = doc.objects()[oid].name
-        self._run_edit(f"Remove {name}", frames, lambda: doc.session.remove_object(oid))
+        if frames and self.w.interactive:
+            n = len(frames)
+            answer = QMessageBox.question(
+                self.w, "Remove object",
+                f"Remove {name}? It has masks on {n} frame{'s' * (n != 1)}.\n(Undo, Ctrl+Z, brings it back.)",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        self._run(f"Remove {name}", frames, lambda: doc.session.remove_object(oid))
 
     def change_object(self, oid: int, field: str, value) -> None:
-        if self.doc is None or oid not in self.doc.objects():
+        doc = self.w.doc
+        if doc is None or oid not in doc.objects():
             return
-        s = self.doc.session
-        labels = {"name": "Rename", "category": "Set category", "color": "Recolour",
-                  "hidden": "Show/hide", "locked": "Lock/unlock"}
-        self._run_edit(f"{labels[field]} object", [], lambda: s.update_object(oid, **{field: value}))
+        s = doc.session
+        self._run(_change_label(doc.objects()[oid], field, value), [],
+                  lambda: s.update_object(oid, **{field: value}))
 
     def recolor_object(self, oid: int) -> None:
-        info = self.doc.objects().get(oid)
+        info = self.w.doc.objects().get(oid)
         if info is None:
             return
-        color = QColorDialog.getColor(QColor(*info.color), self, f"Colour of {info.name}")
+        color = QColorDialog.getColor(QColor(*info.color), self.w, f"Colour of {info.name}")
         if color.isValid():
             self.change_object(oid, "color", (color.red(), color.green(), color.blue()))
 
     def toggle_object_flag(self, field: str) -> None:
-        info = self.doc.objects().get(self.doc.selected) if self.doc else None
+        doc = self.w.doc
+        info = doc.objects().get(doc.selected) if doc else None
         if info is not None:
             self.change_object(info.id, field, not getattr(info, field))
 
+    # -- undo ------------------------------------------------------------------------------------
     def undo(self) -> None:
-        if self.doc is not None and not self._owns_session():
-            self.doc.undo_stack.undo()
+        self._step_history(-1)
 
     def redo(self) -> None:
-        if self.doc is not None and not self._owns_session():
-            self.doc.undo_stack.redo()
+        self._step_history(1)
 
-    def _owns_session(self) -> bool:
-        return (self.job is not None and self.job.name in ("propagate", "export")) \
-            or getattr(self, "edit_job", None) is not None
+    def _step_history(self, direction: int) -> None:
+        """Undo or redo one step and say which."""
+        doc = self.w.doc
+        if doc is None or self.w.session_busy():
+            return
+        stack = doc.undo_stack
+        if not (stack.canUndo() if direction < 0 else stack.canRedo()):
+            self.w.say("Nothing to undo." if direction < 0 else "Nothing to redo.", STATUS_MS)
+            return
+        if direction < 0:
+            text, done = stack.undoText(), "Undone"
+            stack.undo()
+        else:
+            text, done = stack.redoText(), "Redone"
+            stack.redo()
+        self.w.say(f"{done}: {text}", STATUS_MS)
+
+
+def _change_label(info, field: str, value) -> str:
+    """An undo step's name for changing one field of an object: "Rename bunny to rabbit"."""
+    if field == "name":
+        return f"Rename {info.name} to {value}"
+    if field == "category":
+        return f"Set category of {info.name} to {value}"
+    if field == "color":
+        return f"Recolour {info.name}"
+    if field == "hidden":
+        return f"{'Hide' if value else 'Show'} {info.name}"
+    return f"{'Lock' if value else 'Unlock'} {info.name}"

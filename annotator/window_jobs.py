@@ -1,15 +1,27 @@
-"""Engine jobs from the window: background embedding, propagation (one undo step), export.
+"""Jobs controller: the background embedding pass and propagation (one undo step).
 
 Only one job runs at a time; a propagation asked for while embeddings are still computing
-waits for them. Propagated frames stream into the view (throttled to ~15 Hz).
+waits for them. Propagated frames stream into the view (throttled to ~15 Hz). Each kind of job
+is a small dataclass holding that run's state beside its worker thread.
 """
 
 import time
+from dataclasses import dataclass
 
-from annotator.export_dialog import ExportDialog
+from PySide6.QtCore import QObject
+
 from annotator.workers import GeneratorJob, describe
 
 FOLLOW_INTERVAL = 1 / 15
+
+
+def _step_name(run, seen, status: str) -> str:
+    """The undo step's name: 'Propagate 82-131' (the frames written, counted from 1 as on screen),
+    then ', ball only' and ' (cancelled)' where they apply."""
+    name = f"Propagate {min(seen) + 1}-{max(seen) + 1}"
+    if run.only:
+        name += f", {run.only} only"
+    return name + (" (cancelled)" if status == "cancelled" else "")
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -19,39 +31,77 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s // 60}:{s % 60:02d} left" if s >= 60 else f"{s} s left"
 
 
-class JobsMixin:
-    _pending_propagation = None
+@dataclass
+class Embedding:
+    """The background pass caching every frame's embedding (no lock: edits stay instant beside it)."""
+    thread: GeneratorJob | None = None
+    label = "Embedding"
+
+
+@dataclass
+class Propagation:
+    """A propagation from one frame: owns the session while it runs; recorded as one undo step."""
+    frames: list[int]
+    description: str                  # "both", "forward, ball only"
+    only: str | None                  # the one object's name, when only the selected one propagates
+    shown: int                        # the frame the view shows (it moves with the front when following)
+    follow: bool                      # the view follows the propagation front (a preference, off by default)
+    thread: GeneratorJob | None = None
+    before: object = None             # Snapshots of `frames` before, and of the frames done after
+    after: object = None
+    last_follow: float = 0.0
+    label = "Propagation"
+
+
+@dataclass(frozen=True)
+class PendingPropagation:
+    """Asked for while embeddings were still computing: starts when they are ready."""
+    direction: str
+    frame: int
+    only_selected: bool
+
+
+class JobsController(QObject):
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        self.running: Embedding | Propagation | None = None
+        self.pending: PendingPropagation | None = None
+
+    def idle(self) -> bool:
+        return self.running is None and self.pending is None
+
+    def propagating(self) -> bool:
+        return isinstance(self.running, Propagation)
 
     # -- embedding -------------------------------------------------------------------------------
     def start_embedding(self) -> None:
-        doc = self.doc
-        if doc is None or self.job is not None:
+        doc = self.w.doc
+        if doc is None or self.running is not None:
             return
         s = doc.session
-
-        def make_gen(_job):  # on the worker: loading the network takes a moment
-            return s.embed()   # yields every frame once, cached ones first; stopping it cancels
-
-        # The Session allows embed() beside edits and propagation, so no GUI lock: clicks stay instant.
-        job = GeneratorJob("embed", None, make_gen, doc.n, parent=self)
-        self._start_job(job, "Embedding frames")
+        run = Embedding()
+        # on the worker (loading the network takes a moment); yields every frame once, cached ones first;
+        # the Session allows embed() beside edits and propagation, so no GUI lock: clicks stay instant
+        run.thread = GeneratorJob("embed", None, lambda _thread: s.embed(), doc.n, parent=self)
+        self._start(run, "Embedding frames")
 
     # -- propagation -----------------------------------------------------------------------------
     def propagate(self, direction: str = "both", only_selected: bool = False) -> None:
         """Propagate from the current frame (all unlocked objects, or only the selected one)."""
-        doc = self.doc
+        doc = self.w.doc
         if doc is None:
             return
         objects = None
         if only_selected:
             if doc.selected is None:
-                self.statusBar().showMessage("Select an object first.", 5000)
+                self.w.say("Select an object first.", 5000)
                 return
             objects = [doc.selected]
-        if self.job is not None:
-            if self.job.name == "embed":
-                self._pending_propagation = (direction, doc.frame, only_selected)
-                self.statusBar().showMessage("Propagation starts as soon as the embeddings are ready.", 5000)
+        if self.running is not None:
+            if isinstance(self.running, Embedding):
+                self.pending = PendingPropagation(direction, doc.frame, only_selected)
+                self.w.say("Propagation starts as soon as the embeddings are ready.", 5000)
             return
         t0, s = doc.frame, doc.session
         try:
@@ -61,131 +111,109 @@ class JobsMixin:
         else:
             why = "no unlocked object has a keyframe to propagate from here: annotate this frame first"
         if span is None:
-            self.statusBar().showMessage(f"Nothing to propagate from frame {t0}: {why}.", 6000)
+            self.w.say(f"Nothing to propagate from frame {t0}: {why}.", 6000)
             return
-        frames = range(span[0], span[1] + 1)
+        frames = list(range(span[0], span[1] + 1))
+        description = f"{direction}, {doc.objects()[doc.selected].name} only" if only_selected else direction
+        run = Propagation(frames, description, doc.objects()[doc.selected].name if only_selected else None,
+                          shown=t0, follow=self.w.propagation.follow_front())
 
-        def make_gen(job):       # on the worker: snapshots of long spans take a moment
-            job.before = s.snapshot(frames)          # one undo step for the whole run
+        def make_gen(_thread):   # on the worker: snapshots of long spans take a moment
+            run.before = s.snapshot(frames)          # one undo step for the whole run
             return s.propagate(t0, direction=direction, objects=objects)
 
-        def finish(job):
-            job.after = s.snapshot(job.seen)
+        def finish(thread):
+            run.after = s.snapshot(thread.seen)
 
-        job = GeneratorJob("propagate", doc.lock, make_gen, max(1, len(frames) - 1), parent=self, finish=finish)
-        job.frames, job.direction, job.last_follow, job.shown = list(frames), direction, 0.0, t0
-        if only_selected:
-            job.direction = f"{direction}, {doc.objects()[doc.selected].name} only"
-        self._start_job(job, f"Propagating {job.direction}")
+        run.thread = GeneratorJob("propagate", doc.lock, make_gen, max(1, len(frames) - 1), parent=self,
+                                  finish=finish)
+        self._start(run, f"Propagating {description}")
 
-    def _on_propagated(self, item) -> None:
+    def _on_propagated(self, run: Propagation, item) -> None:
         t, ids = item
-        job = self.job
-        self.doc.update_stats([t], emit=False, ids_of={t: ids})
-        following = self.doc.frame == job.shown   # the user has not navigated away meanwhile
-        if not following and t == self.doc.frame:
-            self.refresh_canvas()
+        doc = self.w.doc
+        doc.update_stats([t], emit=False, ids_of={t: ids})
+        following = run.follow and doc.frame == run.shown   # the user has not navigated away meanwhile
+        if not following and t == doc.frame:
+            self.w.refresh_canvas()
         now = time.monotonic()
-        if now - job.last_follow >= FOLLOW_INTERVAL:  # stream into the view without flooding it
-            job.last_follow = now
+        if now - run.last_follow >= FOLLOW_INTERVAL:  # stream into the view without flooding it
+            run.last_follow = now
             if following:
-                self.doc.set_frame(t)
-                job.shown = t
-            self._refresh_timeline()
+                doc.set_frame(t)
+                run.shown = t
+            self.w.refresh_timeline()
 
     def _start_pending(self) -> None:
-        pending, self._pending_propagation = self._pending_propagation, None
-        if pending is not None and self.doc is not None:
-            direction, t0, only_selected = pending
-            self.doc.set_frame(t0)
-            self.propagate(direction, only_selected)
+        pending, self.pending = self.pending, None
+        if pending is not None and self.w.doc is not None:
+            self.w.doc.set_frame(pending.frame)
+            self.propagate(pending.direction, pending.only_selected)
 
-    # -- shared job plumbing ---------------------------------------------------------------------
-    def _start_job(self, job, label: str) -> None:
-        self.job = job
-        job.progress.connect(self._on_job_progress)
-        job.ended.connect(self._on_job_ended)
-        self.job_label.setText(label)
-        self.job_bar.setRange(0, max(1, job.total))
-        self.job_bar.setValue(0)
-        for w in (self.job_label, self.job_bar, self.job_cancel):
-            w.setVisible(True)
-        self._sync_enabled()
-        job.start()
+    # -- shared plumbing -------------------------------------------------------------------------
+    def _start(self, run, label: str) -> None:
+        self.running = run    # a late signal of a run stopped meanwhile is ignored: it names its run
+        run.thread.progress.connect(lambda done, total, item: self._on_progress(run, done, total, item))
+        run.thread.ended.connect(lambda status, error: self._on_ended(run, status, error))
+        self.w.show_job(label, run.thread.total)
+        self.w.sync_enabled()
+        run.thread.start()
 
-    def _on_job_progress(self, done: int, total: int, item) -> None:
-        job = self.job
-        if job is None:
+    def _on_progress(self, run, done: int, total: int, item) -> None:
+        if run is not self.running:
             return
-        if job.name == "propagate" and item is not None:
-            self._on_propagated(item)
-        elif job.name == "embed":
-            self.job_label.setText(f"Embedding frames ({done}/{total})")
-            if item is not None and 0 <= int(item) < self.doc.n:
-                self.doc.embedded[int(item)] = True
+        if isinstance(run, Propagation) and item is not None:
+            self._on_propagated(run, item)
+        elif isinstance(run, Embedding):
+            self.w.job_label.setText(f"Embedding frames ({done}/{total})")
+            doc = self.w.doc
+            if item is not None and 0 <= int(item) < doc.n:
+                doc.embedded[int(item)] = True
                 if done % 8 == 0 or done >= total:
-                    self.timeline.strip.set_embedded(self.doc.embedded)
-        self.job_bar.setMaximum(max(1, total))
-        self.job_bar.setValue(min(done, max(1, total)))
-        self.job_bar.setFormat(f"%p%  {fmt_seconds(job.eta_seconds())}")
+                    self.w.timeline.strip.set_embedded(doc.embedded)
+        self.w.job_progress(done, total, fmt_seconds(run.thread.eta_seconds()))
 
-    def _on_job_ended(self, status: str, error: str) -> None:
-        job, self.job = self.job, None
-        if job is None:
+    def _on_ended(self, run, status: str, error: str) -> None:
+        if run is not self.running:
             return
-        job.wait()
-        for w in (self.job_label, self.job_bar, self.job_cancel):
-            w.setVisible(False)
-        elapsed = time.monotonic() - job.started_at
-        if job.name == "propagate":
-            n = len(job.seen)
-            if n and getattr(job, "after", None) is None:   # finish() failed: take it here
-                with self.doc.lock:
-                    job.after = self.doc.session.snapshot(job.seen)
+        self.running = None
+        thread = run.thread
+        thread.wait()
+        self.w.show_job(None)
+        elapsed = time.monotonic() - thread.started_at
+        doc = self.w.doc
+        if isinstance(run, Propagation):
+            n = len(thread.seen)
+            if n and run.after is None:   # finish() failed: take it here
+                with doc.lock:
+                    run.after = doc.session.snapshot(thread.seen)
             if n:
-                label = f"Propagate {job.direction}" + (" (cancelled)" if status == "cancelled" else "")
-                self.doc.push_done(label, job.before, job.after, job.frames)
+                doc.push_done(_step_name(run, thread.seen, status), run.before, run.after, run.frames)
+                self.w.view.forget_visited(thread.seen)   # new results: the least-sure walk shows them again
             fps = n / elapsed if elapsed > 0 else 0
-            self.doc.timingReported.emit(f"propagated {n} frames, {fps:.0f} frames/s")
-            self.statusBar().showMessage(f"Propagation {status}: {n} frames.", 6000)
-        elif job.name == "embed":
-            self.doc.timingReported.emit(f"embedded {job.done} frames in {elapsed:.1f} s")
-            self.timeline.strip.set_embedded(None)
-        self._sync_enabled()
+            doc.timingReported.emit(f"propagated {n} frames, {fps:.0f} frames/s")
+            self.w.say(f"Propagation {status}: {n} frames.", 6000)
+        else:
+            doc.timingReported.emit(f"embedded {thread.done} frames in {elapsed:.1f} s")
+            self.w.timeline.strip.set_embedded(None)
+        self.w.sync_enabled()
         if status == "failed":
-            self.show_error(f"{job.name.capitalize()} failed", error)
-            self._pending_propagation = None
-        elif job.name == "embed" and status == "finished":
+            self.w.show_error(f"{run.label} failed", error)
+            self.pending = None
+        elif isinstance(run, Embedding) and status == "finished":
             self._start_pending()
 
-    def cancel_job(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.job_label.setText("Cancelling…")
-        self._pending_propagation = None
+    def cancel(self) -> None:
+        if self.running is not None:
+            self.running.thread.cancel()
+            self.w.job_label.setText("Cancelling…")
+        self.pending = None
 
-    def stop_jobs(self) -> None:
+    def stop(self) -> None:
         """Cancel and wait for the running job (before closing or switching projects)."""
-        self._pending_propagation = None
-        for other in (self.edit_job, self.autosave_job):
-            if other is not None:
-                other.wait()
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait()
-            self._on_job_ended(self.job.status if self.job.status != "running" else "cancelled", "")
-
-    def busy_propagating(self) -> bool:
-        return self.job is not None and self.job.name == "propagate"
-
-    # -- export ----------------------------------------------------------------------------------
-    def export(self) -> None:
-        doc = self.doc
-        if doc is None or self.busy_propagating():
-            return
-        s = doc.session
-        dialog = ExportDialog(lambda out, fmt, progress: s.export(out, fmt, progress=progress), doc.lock,
-                              doc.folder / "export", doc.video.native_size, self)
-        dialog.finished_export.connect(lambda status, msg: self.statusBar().showMessage(msg, 8000))
-        self.export_dialog = dialog
-        dialog.open()
+        self.pending = None
+        run = self.running
+        if run is not None:
+            run.thread.cancel()
+            run.thread.wait()
+            self._on_ended(run, run.thread.status if run.thread.status != "running" else "cancelled", "")

@@ -1,111 +1,165 @@
-"""Navigation and view handlers named in the action table: frames, playback, zoom, overlay, tools."""
+"""View controller: navigation, playback, zoom, overlay mode, the current tool and brush size, help.
 
+It owns the view state (overlay mode and opacity, the tool, the playback timer); the window draws with it.
+"""
+
+from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from annotator import actions as action_table
 from annotator import overlay, settings
 
+LEAST_SURE = 50   # frames in a least-sure ranking (G walks them)
 
-class ViewMixin:
-    # -- navigation and view handlers (named in the action table) ----------------------------------
+
+class ViewController(QObject):
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        mode = settings.get("overlay/mode", "filled")
+        self.overlay_mode = mode if mode in overlay.MODES else "filled"
+        self.opacity = float(settings.get("overlay/opacity", 0.5))
+        self.tool = "click+"
+        self.help_dialog = None
+        self.visited: set[int] = set()     # frames the least-sure walk counts as seen (reset per project)
+        self._play = QTimer(self)
+        self._play.timeout.connect(self._play_tick)
+
+    # -- navigation ------------------------------------------------------------------------------
     def goto_frame(self, t: int) -> None:
-        if self.doc is not None:
-            self.doc.set_frame(self.doc.n - 1 if t < 0 else t)
+        if self.w.doc is not None:
+            self.w.doc.set_frame(self.w.doc.n - 1 if t < 0 else t)
 
     def step_frame(self, delta: int) -> None:
-        if self.doc is not None:
-            self.doc.set_frame(self.doc.frame + delta)
+        if self.w.doc is not None:
+            self.w.doc.set_frame(self.w.doc.frame + delta)
 
     def step_keyframe(self, direction: int) -> None:
-        keys = sorted(set().union(*self.doc.keyframes().values())) if self.doc.keyframes() else []
-        t = self.doc.frame
-        cands = [k for k in keys if (k > t if direction > 0 else k < t)]
+        doc = self.w.doc
+        keys = sorted(set().union(*doc.keyframes().values()))
+        cands = [k for k in keys if (k > doc.frame if direction > 0 else k < doc.frame)]
         if cands:
-            self.doc.set_frame(cands[0] if direction > 0 else cands[-1])
+            doc.set_frame(cands[0] if direction > 0 else cands[-1])
 
-    def next_likely_wrong(self) -> None:
-        """Walk the engine's ranking of frames most likely wrong, worst first."""
-        if self.doc is None:
+    def next_likely_wrong(self, oid: int | None = None) -> None:
+        """Go to the least-sure frame not visited yet (of all objects, or of object `oid`), from rank 1.
+
+        The frame on screen counts as visited; when every ranked frame was, the walk starts again at
+        rank 1. A propagation's new results are unvisited again (forget_visited). Corrected frames
+        become keyframes, which the rankings leave out.
+        """
+        doc = self.w.doc
+        if doc is None:
             return
-        try:
-            ranking = list(self.doc.session.frames_most_likely_wrong(50))
-        except Exception:
-            ranking = []
+        who = "" if oid is None else f" for {doc.objects()[oid].name}"
+        ranking = doc.least_sure(oid, LEAST_SURE)
         if not ranking:
-            self.statusBar().showMessage("No confidence yet: propagate first.", 4000)
+            self.w.say(f"No confidence{who} yet: propagate first.", 4000)
             return
-        t = self.doc.frame
-        nxt = ranking[(ranking.index(t) + 1) % len(ranking)] if t in ranking else ranking[0]
-        self.doc.set_frame(nxt)
-        conf = self.doc.confidence[nxt]
-        self.statusBar().showMessage(f"Frame {nxt}: rank {ranking.index(nxt) + 1} of the least sure"
-                                     + ("" if conf != conf else f" (confidence {conf:.2f})"), 4000)
+        self.visited.add(doc.frame)
+        fresh = [t for t in ranking if t not in self.visited]
+        again = "" if fresh else f" (all {len(ranking)} visited: from rank 1 again)"
+        if not fresh:
+            self.visited.difference_update(ranking)
+            fresh = ranking
+        t = fresh[0]
+        self.visited.add(t)
+        doc.set_frame(t)
+        conf = doc.frame_confidence(t, oid)
+        self.w.say(f"Least sure{who}: rank {ranking.index(t) + 1} of {len(ranking)}, frame {t + 1}"
+                   + ("" if conf != conf else f", confidence {conf:.2f}") + again, 6000)
 
+    def next_likely_wrong_of_selected(self) -> None:
+        doc = self.w.doc
+        if doc is not None and doc.selected is not None:
+            self.next_likely_wrong(doc.selected)
+
+    def forget_visited(self, frames) -> None:
+        self.visited.difference_update(frames)
+
+    # -- playback --------------------------------------------------------------------------------
     def toggle_play(self) -> None:
-        if self.doc is None:
+        doc = self.w.doc
+        if doc is None:
             return
         if self._play.isActive():
             self._play.stop()
         else:
-            if self.doc.frame >= self.doc.n - 1:
-                self.doc.set_frame(0)
-            self._play.start(int(1000 / min(30.0, max(1.0, self.doc.video.fps or 25.0))))
-        self.timeline.set_playing(self._play.isActive())
+            if doc.frame >= doc.n - 1:
+                doc.set_frame(0)
+            self._play.start(int(1000 / min(30.0, max(1.0, doc.video.fps or 25.0))))
+        self.w.timeline.set_playing(self._play.isActive())
+
+    def playing(self) -> bool:
+        return self._play.isActive()
+
+    def stop_play(self) -> None:
+        self._play.stop()
+        self.w.timeline.set_playing(False)
 
     def _play_tick(self) -> None:
-        if self.doc.frame >= self.doc.n - 1:
-            self._play.stop()
-            self.timeline.set_playing(False)
+        doc = self.w.doc
+        if doc.frame >= doc.n - 1:
+            self.stop_play()
         else:
-            self.doc.set_frame(self.doc.frame + 1)
+            doc.set_frame(doc.frame + 1)
 
+    # -- zoom ------------------------------------------------------------------------------------
     def fit_view(self) -> None:
-        self.canvas.fit()
+        self.w.canvas.fit()
 
     def actual_size(self) -> None:
-        self.canvas.actual_size()
+        self.w.canvas.actual_size()
 
     def zoom(self, factor: float) -> None:
-        self.canvas.zoom_by(factor)
+        self.w.canvas.zoom_by(factor)
 
+    # -- overlay ---------------------------------------------------------------------------------
     def set_overlay_mode(self, mode: str) -> None:
         self.overlay_mode = mode
-        self.actions_by_id[f"overlay_{mode}"].setChecked(True)
-        self.overlay_combo.blockSignals(True)
-        self.overlay_combo.setCurrentIndex(overlay.MODES.index(mode))
-        self.overlay_combo.blockSignals(False)
-        self.opacity_slider.setEnabled(mode == "filled")
+        self.w.actions_by_id[f"overlay_{mode}"].setChecked(True)
+        combo = self.w.overlay_combo
+        combo.blockSignals(True)
+        combo.setCurrentIndex(overlay.MODES.index(mode))
+        combo.blockSignals(False)
+        self.w.opacity_slider.setEnabled(mode == "filled")
         settings.put("overlay/mode", mode)
-        self.refresh_canvas()
+        self.w.refresh_canvas()
 
     def cycle_overlay(self) -> None:
         self.set_overlay_mode(overlay.MODES[(overlay.MODES.index(self.overlay_mode) + 1) % len(overlay.MODES)])
 
-    def _on_opacity(self, value: int) -> None:
-        self.opacity = value / 100.0
+    def set_opacity(self, percent: int) -> None:
+        self.opacity = percent / 100.0
         settings.put("overlay/opacity", self.opacity)
-        self.refresh_canvas()
+        self.w.refresh_canvas()
 
+    # -- tools -----------------------------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
         self.tool = tool
-        self.actions_by_id[f"tool_{tool}"].setChecked(True)
-        self.canvas.set_tool(tool)
-        self._update_status()
+        self.w.actions_by_id[f"tool_{tool}"].setChecked(True)
+        self.w.canvas.set_tool(tool)
+        self.w.update_status()
 
     def change_brush(self, factor: float) -> None:
-        v = self.brush_spin.value()
-        self.brush_spin.setValue(max(v + (1 if factor > 1 else -1), int(round(v * factor))) if factor > 1
-                                 else min(v - 1, int(round(v * factor))))
+        spin = self.w.brush_spin
+        v = spin.value()
+        spin.setValue(max(v + 1, int(round(v * factor))) if factor > 1 else min(v - 1, int(round(v * factor))))
 
-    def _on_brush_size(self, value: int) -> None:
-        self.canvas.set_brush_radius(value)
+    def set_brush_size(self, value: int) -> None:
+        self.w.canvas.set_brush_radius(value)
         settings.put("tools/brush", value)
 
+    def toggle_history(self) -> None:
+        dock = self.w.history_dock
+        dock.setVisible(not dock.isVisible())
+
+    # -- help ------------------------------------------------------------------------------------
     def show_help(self) -> None:
-        self.help_dialog = action_table.HelpDialog(self)
+        self.help_dialog = action_table.HelpDialog(self.w)
         self.help_dialog.show()
 
     def show_about(self) -> None:
-        QMessageBox.about(self, "About VOS Annotator",
+        QMessageBox.about(self.w, "About VOS Annotator",
                           "Annotate objects in videos: click, scribble or paint on any frame, propagate "
                           "through the video with pixel-wise metric learning, correct, and export.")

@@ -33,7 +33,7 @@ class Job(QThread):
 
     def __init__(self, name: str, lock: "threading.RLock | None", total: int = 0, parent=None):
         super().__init__(parent)
-        self.name = name
+        self.setObjectName(name)      # the thread's name in debuggers and profilers
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.total = total
         self.done = 0

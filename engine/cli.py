@@ -1,36 +1,70 @@
 """`vos-engine`: the headless command line, built on the same public API as the GUI.
 
-Each subcommand imports what it needs lazily so `vos-engine --help` stays instant.
+Each subcommand imports what it needs lazily so `vos-engine --help` stays quick (no torch, no faiss).
 Errors the engine raises for bad input print as one line naming the file, exit code 2.
+Long work shows its progress on stderr (a bar on a terminal, a line every few seconds in a log; engine.progress);
+--quiet silences it, stdout keeps only the results.
 """
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from engine.errors import EngineError
 
-FORMATS = ("davis", "coco", "youtube-vis")
-
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _configure_output(_output_options().parse_known_args(argv)[0])  # before any subcommand imports cv2
     args = _parser().parse_args(argv)
     try:
         return args.run(args) or 0
     except EngineError as exc:
         print(f"vos-engine: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the environment, not our input: still one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vos-engine: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vos-engine: interrupted", file=sys.stderr)
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vos-engine", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(required=True, metavar="COMMAND")
+def _output_options() -> argparse.ArgumentParser:
+    """--quiet and --verbose, accepted before or after the command."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.add_argument("--verbose", action="store_true", help="let OpenCV and FFmpeg print their own messages")
+    return p
 
-    c = sub.add_parser("convert", help="convert masks between DAVIS, COCO and YouTube-VIS")
+
+def _configure_output(options: argparse.Namespace) -> None:
+    from engine import progress
+
+    progress.configure(quiet=options.quiet)
+    if options.verbose:  # OpenCV reads these when cv2 is first imported
+        os.environ["OPENCV_LOG_LEVEL"] = "INFO"
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "32"  # AV_LOG_INFO
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"vos-engine {version('vos-annotator')}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from engine.formats import EXPORT_FORMATS, FORMATS  # the one format table (no torch: --help stays quick)
+
+    p = argparse.ArgumentParser(prog="vos-engine", description=__doc__.splitlines()[0],
+                                parents=[_output_options()])
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(required=True, metavar="COMMAND", parser_class=_SubParser)
+
+    c = sub.add_parser("convert", help="convert masks between DAVIS, COCO, YouTube-VIS and binary PNGs")
     c.add_argument("src", type=Path, help="DAVIS root or Annotations folder, COCO or YouTube-VIS json")
     c.add_argument("dst", type=Path, help="output folder (davis) or json file (coco, youtube-vis)")
     c.add_argument("--to", required=True, choices=FORMATS)
@@ -65,29 +99,55 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--mask", required=True, type=Path, help="indexed or 0/255 PNG of the annotated frame")
     pr.add_argument("--frame", type=int, default=0, help="index of the annotated frame")
     pr.add_argument("--out", required=True, type=Path)
-    pr.add_argument("--format", default="davis", choices=FORMATS)
+    pr.add_argument("--format", default="davis", choices=list(EXPORT_FORMATS))
     pr.add_argument("--refiner", default=None, type=_refiner)
     pr.add_argument("--project", type=Path, help="project folder to keep (default: a temporary one)")
     pr.set_defaults(run=_propagate)
+
+    ba = sub.add_parser("batch", help="propagate a whole dataset on Ray, one task per video (resumable)")
+    ba.add_argument("source", type=Path, help="DAVIS root, or a .csv/.jsonl manifest of video, mask, frame, objects")
+    ba.add_argument("--out", required=True, type=Path, help="projects/, one folder per format, summary.json")
+    ba.add_argument("--format", nargs="+", default=["davis"], choices=FORMATS, dest="formats")
+    ba.add_argument("--sequences", help="comma-separated subset of a DAVIS root's sequences")
+    ba.add_argument("--refiner", default=None, type=_refiner)
+    ba.add_argument("--address", help="join this Ray cluster (auto, HOST:PORT); paths must be on shared storage")
+    ba.add_argument("--workers", type=_positive, help="videos at once (default: one per core); each gets cores/N threads")
+    ba.add_argument("--force", action="store_true", help="redo the videos already done")
+    ba.add_argument("--evaluate", action="store_true", help="score J/F against a DAVIS root's ground truth")
+    ba.set_defaults(run=_batch)
 
     b = sub.add_parser("bench", help="speed and memory figures at 854x480, as JSON")
     b.add_argument("video", nargs="?", type=Path, help="video or frame folder (default: synthetic frames)")
     b.add_argument("--refiner", default=None, type=_refiner)
     b.add_argument("--long", action="store_true", help="also measure peak RSS on a 3000-frame video")
+    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="cpu: embedding and retrieval on the CPU; cuda: both on the GPU; auto (default): "
+                        "each on the GPU when it sees one, as the app does")
     b.add_argument("--json", type=Path)
     b.set_defaults(run=_bench)
 
     t = sub.add_parser("train", help="reproduce the shipped weights from DAVIS frames")
     t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
-    t.add_argument("--out", type=Path, help="output folder (default: resources/...)")
+    t.add_argument("--out", type=Path,
+                   help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(run=_train)
 
     d = sub.add_parser("demo", help="run the whole pipeline on the sample project")
     d.add_argument("--out", type=Path, default=Path("vos-demo"))
     d.set_defaults(run=_demo)
+
+    g = sub.add_parser("gpu-check", help="on a CUDA machine: GPU tests, GPU vs CPU results, bench (skips without)")
+    g.set_defaults(run=_gpu_check)
     return p
+
+
+class _SubParser(argparse.ArgumentParser):
+    """A subcommand's parser: also takes --quiet / --verbose (main() has read them already)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, parents=[_output_options()], **kwargs)
 
 
 def _experiment_options(p: argparse.ArgumentParser) -> None:
@@ -113,7 +173,7 @@ def _config(settings: list[str]):
             raise EngineError(None, f"--set {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(fields))}")
         kind = type(getattr(defaults, name))
         try:
-            changes[name] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+            changes[name] = kind(value)
         except ValueError:
             raise EngineError(None, f"--set {item!r}: {value!r} cannot be read as {kind.__name__}") from None
     return dataclasses.replace(defaults, **changes)
@@ -130,6 +190,13 @@ def _refiner(name: str) -> str | None:
     return name
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def _print_json(result: dict, path: Path | None) -> None:
     if path is not None:
         from engine.atomic import atomic_write_json
@@ -144,22 +211,29 @@ def _split_sequences(text: str | None) -> list[str] | None:
 
 def _convert(args) -> None:
     from engine.formats import convert
+    from engine.progress import Progress
 
-    for path in convert(args.src, args.dst, to=args.to):
+    with Progress("converting") as bar:
+        written = convert(args.src, args.dst, to=args.to, progress=bar.callback)
+    for path in written:
         print(f"wrote {path}")
 
 
 def _evaluate(args) -> None:
     from engine import evaluation
+    from engine.progress import Progress
 
     sequences = _split_sequences(args.sequences)
-    if args.predictions is not None:
-        result = evaluation.score_predictions(args.davis_root, args.predictions, args.split, sequences)
-    else:
-        result = evaluation.run_semi_supervised(
-            args.davis_root, args.split, sequences, save_predictions=args.save_predictions, refiner=args.refiner,
-            embedding_cache=args.embedding_cache, config=_config(args.settings),
-        )
+    with Progress("scoring" if args.predictions is not None else "evaluating", unit="sequence") as bar:
+        if args.predictions is not None:
+            result = evaluation.score_predictions(args.davis_root, args.predictions, args.split, sequences,
+                                                  progress=bar.callback)
+        else:
+            result = evaluation.run_semi_supervised(
+                args.davis_root, args.split, sequences, save_predictions=args.save_predictions,
+                refiner=args.refiner, progress=bar.callback,
+                embedding_cache=args.embedding_cache, config=_config(args.settings),
+            )
     print(result.table())
     _print_json(result.to_json(), args.json)
 
@@ -184,11 +258,13 @@ def _compare(args) -> None:
 
 def _interactive_eval(args) -> None:
     from engine import evaluation
+    from engine.progress import Progress
 
-    result = evaluation.run_interactive(
-        args.davis_root, args.split, _split_sequences(args.sequences), rounds=args.rounds,
-        embedding_cache=args.embedding_cache, config=_config(args.settings),
-    )
+    with Progress("interactive evaluation", unit="sequence") as bar:
+        result = evaluation.run_interactive(
+            args.davis_root, args.split, _split_sequences(args.sequences), rounds=args.rounds,
+            progress=bar.callback, embedding_cache=args.embedding_cache, config=_config(args.settings),
+        )
     for r in result["rounds"]:
         print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
     _print_json(result, args.json)
@@ -196,39 +272,80 @@ def _interactive_eval(args) -> None:
 
 def _propagate(args) -> None:
     from engine.pipeline import propagate_file
+    from engine.progress import Stages
 
-    written = propagate_file(
-        args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
-        refiner=args.refiner, project_dir=args.project,
-    )
+    with Stages() as stages:
+        written = propagate_file(
+            args.video, args.mask, frame=args.frame, out=args.out, fmt=args.format,
+            refiner=args.refiner, project_dir=args.project, progress=stages.callback,
+        )
     print(f"wrote {len(written)} file(s) to {args.out}")
+
+
+def _batch(args) -> int:
+    from engine.batch import read_source, run_batch
+
+    videos = read_source(args.source, _split_sequences(args.sequences), evaluate=args.evaluate)
+    summary = run_batch(videos, args.out, formats=args.formats, refiner=args.refiner, address=args.address,
+                        workers=args.workers, force=args.force, evaluate=args.evaluate, source=args.source)
+    for name in summary["failed"]:
+        print(f"vos-engine: failed: {name}: {summary['videos'][name]['reason']}", file=sys.stderr)
+    print(f"{len(summary['done'])} done, {len(summary['skipped'])} skipped (done before), "
+          f"{len(summary['failed'])} failed; {summary['frames']} frames at {summary['fps']} frames/s; "
+          f"wrote {args.out / 'summary.json'}")
+    return 2 if summary["failed"] else 0
 
 
 def _bench(args) -> None:
     from engine.bench import run_bench
 
-    result = run_bench(args.video, refiner=args.refiner, long_video=args.long)
+    if args.device == "cuda":
+        _require_cuda()
+    result = run_bench(args.video, refiner=args.refiner, long_video=args.long, device=args.device)
     print(json.dumps(result, indent=2))
     _print_json(result, args.json)
 
 
+def _require_cuda() -> None:
+    import torch
+
+    from engine.retrieval import gpu_available
+
+    if not torch.cuda.is_available():
+        raise EngineError(None, f"--device cuda: torch {torch.__version__} sees no CUDA device")
+    if not gpu_available():
+        raise EngineError(None, "--device cuda: faiss has no GPU support (pip install faiss-gpu; see README)")
+
+
 def _train(args) -> None:
+    from engine.progress import Stages
+
     root = args.davis_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-train"
-    if args.refiner:
-        from engine.refiners import train_refiner
+    with Stages(units={"training": "iteration", "loading sequences": "sequence"}) as stages:
+        if args.refiner:
+            from engine.refiners import train_refiner
 
-        train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed)
-    else:
-        from engine.embedding.train import train_embedding
+            train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed, progress=stages.callback)
+        else:
+            from engine.embedding.train import train_embedding
 
-        train_embedding(root, out_dir=args.out, seed=args.seed)
+            train_embedding(root, out_dir=args.out, seed=args.seed, progress=stages.callback)
 
 
 def _demo(args) -> None:
     from engine.pipeline import run_demo
+    from engine.progress import Stages
 
-    for line in run_demo(args.out):
-        print(line)
+    with Stages() as stages:
+        for line in run_demo(args.out, progress=stages.callback):
+            stages.close()  # the stage's bar ends before its result line
+            print(line)
+
+
+def _gpu_check(args) -> int:
+    from engine.gpu_check import run_gpu_check
+
+    return run_gpu_check()
 
 
 if __name__ == "__main__":

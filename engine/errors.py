@@ -22,3 +22,7 @@ class ProjectError(EngineError):
 
 class FormatError(EngineError):
     """An annotation file (DAVIS, COCO, YouTube-VIS, ...) is malformed."""
+
+
+class StorageError(EngineError):
+    """A file or folder cannot be written: disk full, no permission, or a file where a folder must be."""

@@ -31,6 +31,7 @@ from engine.upsample import resize_ids
 RESOLUTION = "480p"
 SPLIT_FOLDERS = ("480p", "2017", "2016")  # ImageSets/<folder>/<split>.txt, first found wins
 VOID_ID = 255
+Progress = Callable[[int, int], None]  # progress(done, total)
 
 
 # ----------------------------------------------------------------------------------------------- dataset
@@ -331,14 +332,18 @@ def score_frames(
 
 
 def score_predictions(
-    davis_root: str | Path, predictions_dir: str | Path, split: str | None = "train", sequences: Sequence[str] | None = None
+    davis_root: str | Path, predictions_dir: str | Path, split: str | None = "train", sequences: Sequence[str] | None = None,
+    progress: Progress | None = None,
 ) -> EvaluationResult:
-    """Score PRED_DIR/<seq>/<frame>.png (indexed or 0/255 PNGs) against a DAVIS root, semi-supervised protocol."""
+    """Score PRED_DIR/<seq>/<frame>.png (indexed or 0/255 PNGs) against a DAVIS root, semi-supervised protocol.
+
+    progress(done, total) after each sequence."""
     pred_root = Path(predictions_dir)
     if not pred_root.is_dir():
         raise FormatError(pred_root, "predictions folder not found")
     objects: list[ObjectScores] = []
-    for seq in load_sequences(davis_root, split, sequences):
+    seqs = load_sequences(davis_root, split, sequences)
+    for done, seq in enumerate(seqs, 1):
         pred_dir = pred_root / seq.name
         if not pred_dir.is_dir():
             raise FormatError(pred_dir, f"no predictions for sequence {seq.name!r}")
@@ -351,6 +356,8 @@ def score_predictions(
             return read_prediction(pred_dir / f"{seq.frame_names[t]}.png", shape, seq.binary)
 
         objects += score_frames(seq.name, seq.frame_names, seq.ground_truth, pred_fn, object_ids)
+        if progress is not None:
+            progress(done, len(seqs))
     return EvaluationResult(objects, split=split)
 
 
@@ -373,16 +380,14 @@ def default_session_factory(refiner: str | None = None, embedding_cache: str | P
 
         if embedding_cache is None:
             return Session.create(project_dir, video_path, refiner=refiner, config=config)
-        from engine.embedding import Embedder, EmbeddingCache
-        from engine.project import Project
+        from engine.embedding import Embedder
 
         if "embedder" not in shared:
-            shared["embedder"] = Embedder.load()
+            shared["embedder"] = Embedder.load(device="auto")
         embedder = shared["embedder"]
-        project = Project.create(project_dir, video_path)
         folder = Path(embedding_cache) / f"{Path(video_path).name}-{embedder.weights_id}"
-        cache = EmbeddingCache(folder, project.video, embedder)
-        return Session(project, embedder, refiner, config, cache=cache)
+        return Session.create(project_dir, video_path, embedder=embedder, refiner=refiner, config=config,
+                              embedding_dir=folder)
 
     return make
 
@@ -396,22 +401,23 @@ def run_semi_supervised(
     refiner: str | None = None,
     embedding_cache: str | Path | None = None,
     config=None,
+    progress: Progress | None = None,
 ) -> EvaluationResult:
     """Run the engine from each sequence's first-frame ground truth and score it (semi-supervised protocol).
 
     make_session_fn(project_dir, video_path) -> Session; default: Session.create in a temporary project.
     save_predictions: folder to write DIR/<seq>/<frame>.png (indexed, every frame, ground-truth ids).
     seconds_per_frame = engine time (embedding + first mask + propagation) / frames; `timing` splits it.
-    embedding_cache, config: see default_session_factory (ignored with make_session_fn).
+    embedding_cache, config: see default_session_factory (ignored with make_session_fn);
+    progress(done, total) after each sequence.
     """
     make = make_session_fn or default_session_factory(refiner, embedding_cache, config)
     seqs = load_sequences(davis_root, split, sequences)
     objects: list[ObjectScores] = []
     least_sure: dict[str, dict] = {}
     totals = {"frames": 0, "embed_seconds": 0.0, "propagate_seconds": 0.0}
-    for seq in seqs:
+    for done, seq in enumerate(seqs, 1):
         gt0 = seq.ground_truth(0)
-        object_ids = object_ids_of(gt0)
         with tempfile.TemporaryDirectory(prefix=f"vos-eval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
             try:
@@ -422,13 +428,13 @@ def run_semi_supervised(
                 for _ in session.propagate(0, direction="forward"):
                     pass
                 t2 = time.perf_counter()
-                preds = _MaskReader(session, to_gt, gt0.shape)
                 if save_predictions is not None:
                     from engine.palette import write_id_png
 
+                    preds = _MaskReader(session, to_gt, gt0.shape)
                     for t, name in enumerate(seq.frame_names):
                         write_id_png(Path(save_predictions) / seq.name / f"{name}.png", preds(t))
-                scores = score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids)
+                scores = score_session(seq, session, to_gt)
                 objects += scores
                 ranked = [seq.frame_names[t] for t in session.frames_most_likely_wrong(len(seq))]
                 least_sure[seq.name] = least_sure_check(scores, ranked)
@@ -437,12 +443,21 @@ def run_semi_supervised(
         totals["frames"] += len(seq)
         totals["embed_seconds"] += t1 - t0
         totals["propagate_seconds"] += t2 - t1
+        if progress is not None:
+            progress(done, len(seqs))
     n = max(totals["frames"], 1)
     timing = dict(totals)
     timing["embed_seconds_per_frame"] = totals["embed_seconds"] / n
     timing["propagate_seconds_per_frame"] = totals["propagate_seconds"] / n
     spf = (totals["embed_seconds"] + totals["propagate_seconds"]) / n
     return EvaluationResult(objects, split=split, seconds_per_frame=spf, timing=timing, least_sure=least_sure)
+
+
+def score_session(seq: DavisSequence, session, to_gt: dict[int, int]) -> list[ObjectScores]:
+    """Per-object J/F of a session's masks of `seq` (semi-supervised protocol); to_gt: {object id: ground-truth id}."""
+    gt0 = seq.ground_truth(0)
+    preds = _MaskReader(session, to_gt, gt0.shape)
+    return score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids_of(gt0))
 
 
 def compare_table(results: dict[str, dict], worst: int = 5) -> str:
@@ -480,6 +495,7 @@ def run_interactive(
     refiner: str | None = None,
     embedding_cache: str | Path | None = None,
     config=None,
+    progress: Progress | None = None,
 ) -> dict:
     """Simulated-user evaluation (engine.simulated_user); returns the JSON dict of `interactive-eval`.
 
@@ -488,9 +504,8 @@ def run_interactive(
     re-propagation from that frame both ways. Every frame is scored (no frame is given as ground truth).
     `rounds[i].seconds` is the engine's mean time per sequence for that round (clicks + propagation;
     the one-off embedding pass is reported apart as `embed_seconds`).
+    progress(done, total) after each sequence (all its rounds).
     """
-    from engine import simulated_user as su
-
     make = make_session_fn or default_session_factory(refiner, embedding_cache, config)
     seqs = load_sequences(davis_root, split, sequences)
     per_round: list[list[ObjectScores]] = [[] for _ in range(rounds + 1)]
@@ -498,48 +513,26 @@ def run_interactive(
     per_seq: dict[str, list[dict]] = {}
     embed_seconds = 0.0
     for si, seq in enumerate(seqs):
-        gts = [seq.ground_truth(t) for t in range(len(seq))]
-        object_ids = object_ids_of(gts[0])
-        per_seq[seq.name] = []
         with tempfile.TemporaryDirectory(prefix=f"vos-ieval-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
             try:
                 t0 = time.perf_counter()
                 _embed_all(session)
                 embed_seconds += time.perf_counter() - t0
-                work_shape = session.mask(0).shape
-                to_session, to_gt = {}, {}
-                for k in object_ids:
-                    obj = session.add_object(name=f"object {k}")
-                    to_session[k], to_gt[obj.id] = obj.id, k
-                for r in range(rounds + 1):
-                    if r == 0:
-                        clicks = [c for c in (su.first_click(gts[0], k) for k in object_ids) if c is not None]
-                    else:
-                        c = su.next_click(preds, gts, object_ids, jf)
-                        clicks = [] if c is None else [c]
-                    t0 = time.perf_counter()
-                    for c in clicks:
-                        x, y = _scale_point(c.x, c.y, gts[0].shape, work_shape)
-                        session.click(c.frame, to_session[c.object_id], x, y, positive=c.positive)
-                    if clicks:
-                        start = clicks[-1].frame
-                        for _ in session.propagate(start, direction="forward" if r == 0 else "both"):
-                            pass
-                    seconds[r, si] = time.perf_counter() - t0
-                    reader = _MaskReader(session, to_gt, gts[0].shape)
-                    preds = [reader(t) for t in range(len(seq))]
-                    scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids, skip_first_last=False)
+                per_seq[seq.name] = []
+                for r, (scores, secs, clicks) in enumerate(_interactive_rounds(session, seq, rounds)):
+                    seconds[r, si] = secs
                     per_round[r] += scores
-                    jf = np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(len(seq))
                     s = EvaluationResult(scores).summary()
                     per_seq[seq.name].append({
                         "round": r, "JF_mean": s["JF_mean"], "J_mean": s["J_mean"], "F_mean": s["F_mean"],
-                        "seconds": float(seconds[r, si]),
+                        "seconds": float(secs),
                         "clicks": [{"frame": c.frame, "object_id": c.object_id, "x": c.x, "y": c.y, "positive": c.positive} for c in clicks],
                     })
             finally:
                 _close(session)
+        if progress is not None:
+            progress(si + 1, len(seqs))
     out_rounds = []
     for r in range(rounds + 1):
         s = EvaluationResult(per_round[r]).summary()
@@ -551,6 +544,40 @@ def run_interactive(
         "split": split, "n_sequences": len(seqs), "rounds": out_rounds, "embed_seconds": embed_seconds,
         "sequences": per_seq,
     })
+
+
+def _interactive_rounds(session, seq: DavisSequence, rounds: int):
+    """Per round of one sequence: (scores of every frame, engine seconds, the clicks made)."""
+    from engine import simulated_user as su
+
+    gts = [seq.ground_truth(t) for t in range(len(seq))]
+    object_ids = object_ids_of(gts[0])
+    work_shape = session.mask(0).shape
+    to_session, to_gt = {}, {}
+    for k in object_ids:
+        obj = session.add_object(name=f"object {k}")
+        to_session[k], to_gt[obj.id] = obj.id, k
+    preds = jf = None
+    for r in range(rounds + 1):
+        if r == 0:
+            clicks = [c for c in (su.first_click(gts[0], k) for k in object_ids) if c is not None]
+        else:
+            c = su.next_click(preds, gts, object_ids, jf)
+            clicks = [] if c is None else [c]
+        t0 = time.perf_counter()
+        for c in clicks:
+            x, y = _scale_point(c.x, c.y, gts[0].shape, work_shape)
+            session.click(c.frame, to_session[c.object_id], x, y, positive=c.positive)
+        if clicks:
+            for _ in session.propagate(clicks[-1].frame, direction="forward" if r == 0 else "both"):
+                pass
+        secs = time.perf_counter() - t0
+        reader = _MaskReader(session, to_gt, gts[0].shape)
+        preds = [reader(t) for t in range(len(seq))]
+        scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
+                              skip_first_last=False)
+        jf = np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(len(seq))
+        yield scores, secs, clicks
 
 
 class _MaskReader:

@@ -13,6 +13,8 @@ look-alikes.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -21,8 +23,6 @@ from .upsample import STRIDE, EdgeAwareUpsampler, label_fractions
 
 # Tuned with a simulated user (interior-most point of the largest error) on DAVIS train frames.
 _UPSAMPLER = EdgeAwareUpsampler()
-GROW_FROM_SEEDS_ONLY = True   # a positive correction grows from the click, not from the whole mask
-TWO_PASS = True               # re-retrieve with the first pass's surroundings as references
 BG_QUANTILE_NEW = 0.3         # first click: background guess = the 30% cells least like the click
 BG_QUANTILE_EXISTING = 0.8    # correction: unlabelled cells unless among the 20% most like the click
 SEED_RADIUS_CELLS = 2         # a click's references: its cell and look-alike cells within 2 cells
@@ -212,101 +212,115 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
     pts = np.asarray(points, np.float64).reshape(-1, 2)
     pts[:, 0] = np.clip(pts[:, 0], 0, W - 1)
     pts[:, 1] = np.clip(pts[:, 1], 0, H - 1)
-    seeds_px = _stroke_mask((H, W), pts, 2 * seed_radius_px + 1) > 0
-    seed_cells = _seed_cells(pts, (h, w), 1)
-    seed_vecs = _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS)
-    editable = _editable(ids, locked, obj)
+    seeds = _Seeds(px=_stroke_mask((H, W), pts, 2 * seed_radius_px + 1) > 0,
+                   cells=_seed_cells(pts, (h, w), 1),
+                   vecs=_seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS))
+    extra_pos = positives if positives is not None and len(positives) else None
+    extra_neg = negatives if negatives is not None and len(negatives) else None
     new = ids.copy()
-    obj_mask = ids == obj
-    rng = np.random.default_rng(0)
     if positive:
-        exists = bool(obj_mask.any())
-        pos = [seed_vecs]
-        if not exists or not GROW_FROM_SEEDS_ONLY:
-            pos.append(_cells_of(emb, ids, obj, rng=rng))
-        if positives is not None and len(positives):
-            pos.append(positives)
-        pos = np.concatenate(pos)
-        present = np.flatnonzero(np.bincount(ids.ravel(), minlength=256))
-        others = [int(v) for v in present if v not in (0, obj)]
-        if others:
-            # a click on another object's look-alike region claims that region: not a negative
-            lut = np.zeros(256, np.uint8)
-            lut[others] = 1
-            other_cells = label_fractions(lut[ids], [1], (h, w))[0] >= 0.5
-            claimed = _grow_similar(emb, seed_cells & other_cells, other_cells, NEG_GROW_CLOSENESS,
-                                    frame_median=True)
-            neg = [_cells_of(emb, ids, others, exclude=seed_cells | claimed, rng=rng)]
-        else:
-            neg = []
-        if negatives is not None and len(negatives):
-            neg.append(negatives)
-        # unlabelled pixels are only probably background: keep the ones unlike the click
-        unlabelled = label_fractions((ids == 0).astype(np.uint8), [1], (h, w))[0] >= 0.75
-        neg.append(_background_guess(emb, seed_vecs, seed_cells, allowed=unlabelled, rng=rng,
-                                     quantile=BG_QUANTILE_EXISTING if exists else BG_QUANTILE_NEW))
-        neg = np.concatenate(neg) if neg else np.zeros((0, D), np.float32)
-        if TWO_PASS:
-            # pass 1 on the grid gives the likely region; pass 2 takes the unlabelled cells
-            # around it, now known well enough, as background (sharper boundaries)
-            p1 = _grid_probability(emb, pos, neg)
-            r1 = _connected_to((p1 > 0.5) | seed_cells, seed_cells)
-            if r1.any():
-                inner = cv2.erode(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-                pos = np.concatenate([pos, emb[inner & ~seed_cells][:512]])
-                ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-                outside = emb[unlabelled & ~ring]
-                if len(outside) > 512:
-                    outside = outside[rng.choice(len(outside), 512, replace=False)]
-                neg = np.concatenate([neg, outside])
-        prob = _region_probability(emb, pos, neg, image, (H, W))
-        region = (prob > 0.5) & ~obj_mask
-        grow = _connected_to(region | seeds_px, seeds_px) & ~obj_mask
-        new[grow & editable] = obj
-        return new
-    # negative
-    if not obj_mask.any():
-        return new
-    hit_obj = seeds_px & obj_mask
-    if not hit_obj.any():
-        return new
+        change = _grow_object(ids, emb, obj, seeds, image, extra_pos, extra_neg)
+        new[change & _editable(ids, locked, obj)] = obj
+    else:
+        change = _shrink_object(ids, emb, obj, seeds, image, extra_pos, extra_neg)
+        if change is not None:
+            new[change & _editable(ids, locked, obj)] = 0
+    return new
+
+
+class _Seeds(NamedTuple):
+    """What the user touched: px (H, W) bool stroke pixels, cells (h, w) bool grid cells, vecs (N, D)."""
+    px: np.ndarray
+    cells: np.ndarray
+    vecs: np.ndarray
+
+
+def _grow_object(ids, emb, obj, seeds: _Seeds, image, extra_pos, extra_neg) -> np.ndarray:
+    """(H, W) bool pixels a positive click/scribble adds to ``obj``: the region like the seeds, connected
+    to them. References: the seeds (+ extra_pos) against the other objects, the unlabelled cells unlike
+    the seeds (+ extra_neg); then a second retrieval that knows the first one's surroundings."""
+    H, W = ids.shape
+    h, w, D = emb.shape
+    rng = np.random.default_rng(0)
+    obj_mask = ids == obj
+    exists = bool(obj_mask.any())
+    pos = [seeds.vecs]
+    if not exists:
+        pos.append(_cells_of(emb, ids, obj, rng=rng))
+    if extra_pos is not None:
+        pos.append(extra_pos)
+    pos = np.concatenate(pos)
+    present = np.flatnonzero(np.bincount(ids.ravel(), minlength=256))
+    others = [int(v) for v in present if v not in (0, obj)]
+    neg = []
+    if others:
+        # a click on another object's look-alike region claims that region: not a negative
+        lut = np.zeros(256, np.uint8)
+        lut[others] = 1
+        other_cells = label_fractions(lut[ids], [1], (h, w))[0] >= 0.5
+        claimed = _grow_similar(emb, seeds.cells & other_cells, other_cells, NEG_GROW_CLOSENESS,
+                                frame_median=True)
+        neg.append(_cells_of(emb, ids, others, exclude=seeds.cells | claimed, rng=rng))
+    if extra_neg is not None:
+        neg.append(extra_neg)
+    # unlabelled pixels are only probably background: keep the ones unlike the click
+    unlabelled = label_fractions((ids == 0).astype(np.uint8), [1], (h, w))[0] >= 0.75
+    neg.append(_background_guess(emb, seeds.vecs, seeds.cells, allowed=unlabelled, rng=rng,
+                                 quantile=BG_QUANTILE_EXISTING if exists else BG_QUANTILE_NEW))
+    neg = np.concatenate(neg)
+    # pass 1 on the grid gives the likely region; pass 2 takes the unlabelled cells
+    # around it, now known well enough, as background (sharper boundaries)
+    p1 = _grid_probability(emb, pos, neg)
+    r1 = _connected_to((p1 > 0.5) | seeds.cells, seeds.cells)
+    if r1.any():
+        inner = cv2.erode(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        pos = np.concatenate([pos, emb[inner & ~seeds.cells][:512]])
+        ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        outside = emb[unlabelled & ~ring]
+        if len(outside) > 512:
+            outside = outside[rng.choice(len(outside), 512, replace=False)]
+        neg = np.concatenate([neg, outside])
+    prob = _region_probability(emb, pos, neg, image, (H, W))
+    region = (prob > 0.5) & ~obj_mask
+    return _connected_to(region | seeds.px, seeds.px) & ~obj_mask
+
+
+def _shrink_object(ids, emb, obj, seeds: _Seeds, image, extra_pos, extra_neg) -> np.ndarray | None:
+    """(H, W) bool pixels a negative click/scribble removes from ``obj`` (None: it missed the object): the
+    part like the seeds, connected to them. A first pass finds the likely mistake by growing from the
+    seeds; the rest of the object (minus the cells near the click) and the background band around it
+    are the references of the second."""
+    H, W = ids.shape
+    h, w, D = emb.shape
+    rng = np.random.default_rng(0)
+    obj_mask = ids == obj
+    if not (seeds.px & obj_mask).any():
+        return None
     # the rest of the object, minus the cells most like the click (they may be the same mistake)
     obj_cells = label_fractions(obj_mask.astype(np.uint8), [1], (h, w))[0] >= 0.75
-    near = cv2.dilate(seed_cells.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    rest = _background_guess(emb, seed_vecs, near, allowed=obj_cells & ~near, n_max=512, rng=rng,
+    near = cv2.dilate(seeds.cells.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    rest = _background_guess(emb, seeds.vecs, near, allowed=obj_cells & ~near, n_max=512, rng=rng,
                              quantile=NEG_KEEP_QUANTILE, border=False)
-    pos = [rest]
-    if positives is not None and len(positives):
-        pos.append(positives)
-    pos = np.concatenate(pos)
-    neg = [seed_vecs]
-    if negatives is not None and len(negatives):
-        neg.append(negatives)
-    neg = np.concatenate(neg)
+    pos = rest if extra_pos is None else np.concatenate([rest, extra_pos])
+    neg = seeds.vecs if extra_neg is None else np.concatenate([seeds.vecs, extra_neg])
     if len(pos) == 0:
-        remove = obj_mask  # the object is only the clicked bit
-    else:
-        if TWO_PASS:
-            # pass 1 finds the likely mistake; pass 2 knows the object outside it well enough
-            r1 = _grow_similar(emb, seed_cells & obj_cells, obj_cells, NEG_GROW_CLOSENESS)
-            ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-            d = cv2.distanceTransform((~seed_cells).astype(np.uint8), cv2.DIST_L2, 3)
-            ring |= d < NEG_NEAR_FRACTION * np.sqrt(obj_cells.sum())
-            keep = emb[obj_cells & ~ring]
-            if len(keep):
-                if len(keep) > 512:
-                    keep = keep[rng.choice(len(keep), 512, replace=False)]
-                pos = keep if positives is None or not len(positives) else np.concatenate([keep, positives])
-                inner = emb[r1 & ~seed_cells]
-                neg = np.concatenate([neg, inner[:512]])
-            k = 2 * NEG_BG_BAND_CELLS + 1
-            band = cv2.dilate(obj_cells.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
-            neg = np.concatenate([neg, _cells_of(emb, ids, 0, exclude=~band, rng=rng)])
-        prob = _region_probability(emb, pos, neg, image, (H, W))
-        region = ((prob < 0.5) & obj_mask) | (seeds_px & obj_mask)
-        remove = _connected_to(region, seeds_px)
-    new[remove & editable] = 0
-    return new
+        return obj_mask  # the object is only the clicked bit
+    r1 = _grow_similar(emb, seeds.cells & obj_cells, obj_cells, NEG_GROW_CLOSENESS)
+    ring = cv2.dilate(r1.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    d = cv2.distanceTransform((~seeds.cells).astype(np.uint8), cv2.DIST_L2, 3)
+    ring |= d < NEG_NEAR_FRACTION * np.sqrt(obj_cells.sum())
+    keep = emb[obj_cells & ~ring]
+    if len(keep):
+        if len(keep) > 512:
+            keep = keep[rng.choice(len(keep), 512, replace=False)]
+        pos = keep if extra_pos is None else np.concatenate([keep, extra_pos])
+        neg = np.concatenate([neg, emb[r1 & ~seeds.cells][:512]])
+    k = 2 * NEG_BG_BAND_CELLS + 1
+    band = cv2.dilate(obj_cells.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    neg = np.concatenate([neg, _cells_of(emb, ids, 0, exclude=~band, rng=rng)])
+    prob = _region_probability(emb, pos, neg, image, (H, W))
+    region = ((prob < 0.5) & obj_mask) | (seeds.px & obj_mask)
+    return _connected_to(region, seeds.px)
 
 
 def brush(ids: np.ndarray, obj: int, points, radius: float, erase: bool = False,

@@ -58,7 +58,7 @@ def decode_id_png(data: bytes, path: str | Path) -> np.ndarray:
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise FormatError(path, f"not a readable PNG image ({e})") from None
     if im.mode == "P":
         return np.array(im, dtype=np.uint8)

@@ -1,74 +1,51 @@
-"""Semi-supervised mask propagation by pixel-wise retrieval (PML) with online adaptation.
+"""Semi-supervised mask propagation by pixel-wise retrieval (PML): references -> retrieval -> masks.
 
-A frame t is labelled on the stride-8 embedding grid by three cues, then upsampled edge-aware:
+A frame t is labelled on the stride-8 embedding grid by two cues, then upsampled edge-aware:
 
 1. global retrieval: faiss nearest prototypes of each label's reference pool, built once per
-   propagation from the objects' keyframes (k-means prototypes, so the cost per frame is fixed);
-2. online adaptation: confident cells of the last few predicted frames join the pools, their
-   similarity lowered by ``online_penalty + online_decay * age`` (an extra embedding coordinate
-   carries the penalty, so it is still one inner-product search);
-3. the previous frame as spatial prior: local matching of each cell against the previous frame's
-   cells of each label within ``local_radius`` cells, and a penalty growing with the distance to
-   the previous mask of each object.
+   propagation from the objects' reference keyframes and clicks (k-means prototypes, so the cost per
+   frame is fixed however many keyframes there are: they share one label's budget);
+2. the previous frame as spatial prior: a penalty growing with the distance to the previous mask of
+   each object.
 
 An object tracked on the previous frame does not vanish unless retrieval says so, and a vanished
 object is unsure on every frame of its gap (engine.continuity).
 
 Labels are background (0) plus the active objects; pixels of fixed objects (locked, or outside
 their own keyframe-bounded span) keep their current ids. ``Propagator.run`` is a generator: the
-caller writes each yielded frame and may stop at any time.
+caller writes each yielded frame and may stop at any time. Which keyframes are references is the
+caller's decision (`engine.annotation`); this module only uses what the task names.
 
-Per-frame hook for refiners: ``Propagator(refiner=obj)`` where ``obj.refine(ctx: FrameContext)``
-returns better (L, h, w) grid or (L, H, W) full-size probabilities in ``ctx.labels`` order.
+Refiners (`engine.refiners`) plug in with ``Propagator(refiner=r)``: each pass calls ``r.start(run)``,
+``r.refine(frame)`` per frame and ``r.finish()``; see engine/refiners/base.py for the layouts.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
-import torch
 
 from .continuity import keep_tracked, present_objects
-from .retrieval import LabelIndex, l2_normalise, make_prototypes, softmax_scores
-from .upsample import EdgeAwareUpsampler, argmax_ids, label_fractions
-
-
-# Several keyframes share one label's prototype budget (max_prototypes) instead of each having
-# its own: measured better in interactive rounds on DAVIS train sequences, and the per-frame cost
-# stays fixed however many keyframes there are.
-SPLIT_BUDGET = True
+from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
+from .retrieval import LabelIndex, make_prototypes, softmax_scores
+from .upsample import EdgeAwareUpsampler, argmax_ids, bilinear, grid_average, label_fractions
 
 
 @dataclass
 class PropagationConfig:
-    """Tuning knobs; defaults are the ones measured on DAVIS train sequences."""
-    coord_weight: float = 0.0     # PML's (x, y) folded into the embedding (Session.embedding)
+    """Tuning knobs; defaults are the ones measured on DAVIS train sequences (README, "Measured figures")."""
     k: int = 1                    # nearest prototypes averaged per label
     temperature: float = 0.05     # softmax temperature over label similarities
-    max_prototypes: int = 512     # per label, keyframe pool (256: hold-out J&F 0.776 -> 512: 0.786)
-    max_keyframes: int = 6        # nearest keyframes of each object used as references
-    keyframe_decay: float = 0.0   # similarity lost per 100 frames between a keyframe and the frame
-    online_frames: int = 0        # recent predicted frames kept in the pools (0 = off: with 3, hold-out
-                                  # J&F 0.786 -> 0.784 and 6 training sequences 0.873 -> 0.868)
-    online_per_label: int = 64    # cells sampled per label per frame
-    online_threshold: float = 0.97  # grid probability a cell needs to join the pool
-    online_penalty: float = 0.05
-    online_decay: float = 0.02
-    online_background: bool = False  # background cells join the pools too
-    online_erode: int = 2         # cells eroded off each predicted region before sampling
-    local_radius: int = 4         # cells; 0 disables local matching to the previous frame
-    local_weight: float = 0.0     # blend of local vs global similarity (0 = off)
+    max_prototypes: int = 512     # per label, shared by all its reference keyframes and clicks
+    max_keyframes: int = 6        # nearest reference keyframes of each object
     prior_radius: float = 3.0     # cells from the previous mask before the penalty starts
-    prior_relative: float = 0.0   # + this times sqrt(object area in cells)
     prior_strength: float = 0.03  # similarity lost per cell beyond that radius
     refine_radius: int = 8        # guided filter radius at half resolution (0 = bilinear only)
     refine_eps: float = 1e-3
     pure_fraction: float = 0.75   # a reference cell must be this much one label
-    blend_previous: bool = True   # fuse with an earlier propagation's result, weighted by distance
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
 
 
@@ -82,26 +59,12 @@ class FrameResult(NamedTuple):
 
 
 @dataclass
-class FrameContext:
-    """What a refiner sees for frame t (arrays as documented on each field)."""
-    t: int
-    image: np.ndarray | None          # (H, W, 3) RGB uint8 working size
-    embedding: np.ndarray             # (h, w, D) float32
-    labels: list[int]                 # label order of probs, 0 = background
-    probs: np.ndarray                 # (L, h, w) float32 coarse probabilities
-    prev_ids: np.ndarray | None       # (H, W) uint8 previous frame in propagation order
-    reference_frames: list[int]       # keyframes used as references
-    reference_ids: Callable[[int], np.ndarray]  # t -> (H, W) uint8 ids of a reference frame
-    reference_image: Callable[[int], np.ndarray] | None = None      # t -> (H, W, 3) RGB uint8
-    reference_embedding: Callable[[int], np.ndarray] | None = None  # t -> (h, w, D) float32
-
-
-@dataclass
 class PropagationTask:
     """Inputs of one propagation, independent of the project storage.
 
     embedding(t) -> (h, w, D) float32 unit vectors; read_ids(t) -> (H, W) uint8 current ids;
-    image(t) -> (H, W, 3) RGB uint8 or None; keyframes {obj: set of frames}.
+    image(t) -> (H, W, 3) RGB uint8 or None; keyframes {obj: set of frames} bound the spans.
+    reference_keyframes {obj: frames whose whole mask is a reference} (None: all keyframes).
     click_refs: [(frame, object id, positive, (N, D) embeddings)] of the user's clicks and
     scribbles: positive ones join the object's pool, negative ones the background pool, so a
     correction on one frame also corrects look-alike mistakes on the others.
@@ -118,9 +81,7 @@ class PropagationTask:
     previous: Callable[[int], bool] | None = None  # t -> frame t holds an earlier propagation's result
     previous_probs: Callable[[int], tuple | None] | None = None  # t -> (labels, (L, h, w) grid
     # probabilities) of that earlier result when still known, else None (its hard mask is used)
-    reference_keyframes: dict[int, set[int]] | None = None  # {obj: keyframes whose whole mask is a
-    # reference}; other keyframes (clicked corrections of a propagated mask, which keep the rest of
-    # that mask's errors) bound the spans and give only their click references. None = all.
+    reference_keyframes: dict[int, set[int]] | None = None
 
 
 def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
@@ -157,31 +118,8 @@ def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
     return spans
 
 
-def _local_match(emb: torch.Tensor, prev_emb: torch.Tensor, prev_lab: torch.Tensor,
-                 n_labels: int, radius: int) -> np.ndarray:
-    """For each cell, best similarity to previous-frame cells of each label within ``radius``.
-
-    emb, prev_emb: (D, h, w); prev_lab: (h, w) int64 label index (-1 = none).
-    Returns (L, h, w) float32, -1 where a label has no cell in the window.
-    """
-    D, h, w = emb.shape
-    r = radius
-    pe = torch.nn.functional.pad(prev_emb, (r, r, r, r))
-    pl = torch.nn.functional.pad(prev_lab, (r, r, r, r), value=-1)
-    best = torch.full((n_labels, h, w), -1.0)
-    sim = torch.empty(h, w)
-    neg = torch.tensor(-1.0)
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            torch.sum(emb * pe[:, dy:dy + h, dx:dx + w], 0, out=sim)
-            lab = pl[dy:dy + h, dx:dx + w]
-            for i in range(n_labels):
-                torch.maximum(best[i], torch.where(lab == i, sim, neg), out=best[i])
-    return best.numpy()
-
-
 class Propagator:
-    """Runs a PropagationTask; one instance may be reused (it keeps only its config)."""
+    """Runs a PropagationTask; one instance may be reused (it keeps its config, refiner and upsampler)."""
 
     def __init__(self, config: PropagationConfig | None = None, refiner=None):
         self.config = config or PropagationConfig()
@@ -190,28 +128,24 @@ class Propagator:
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):
-        """{label: [(keyframe, (M, D) prototypes)]} from the nearest keyframes of the active objects
-        (at most max_prototypes per label in all), and the sorted list of frames used."""
+        """{label: (M, D) prototypes} from the nearest reference keyframes of the active objects and
+        their clicks (each label's chunks share max_prototypes), and the sorted list of frames used."""
         cfg = self.config
         frames: set[int] = set()
         per_obj_frames = {}
+        refs = task.reference_keyframes if task.reference_keyframes is not None else task.keyframes
         for o in active:
-            kfs = task.keyframes.get(o) or set()
-            full = (task.reference_keyframes or {}).get(o, set())
-            if kfs & full:
-                kfs = kfs & full
-            kfs = sorted(kfs, key=lambda k: (abs(k - t0), k))
+            kfs = sorted(refs.get(o) or (), key=lambda k: (abs(k - t0), k))
             per_obj_frames[o] = set(kfs[: cfg.max_keyframes])
             frames |= per_obj_frames[o]
         labels = [0] + list(active)
-        pools: dict[int, list] = {lab: [] for lab in labels}
+        chunks: dict[int, list] = {lab: [] for lab in labels}
         for f in sorted(frames):
             emb = task.embedding(f)
             h, w, D = emb.shape
             flat = emb.reshape(-1, D)
-            ids = task.read_ids(f)
             # background = not an active object that is annotated here
-            fr = label_fractions(ids, labels, (h, w))
+            fr = label_fractions(task.read_ids(f), labels, (h, w))
             for i, lab in enumerate(labels):
                 if lab != 0 and f not in per_obj_frames[lab]:
                     continue
@@ -219,95 +153,41 @@ class Propagator:
                 if lab != 0 and not sel.any():
                     sel = fr[i] >= max(0.05, fr[i].max() * 0.5)
                 if sel.any():
-                    pools[lab].append((f, flat[sel.reshape(-1)]))
+                    chunks[lab].append(flat[sel.reshape(-1)])
         for f, o, positive, vecs in task.click_refs:
-            if o in pools and len(vecs) and f in (task.keyframes.get(o) or ()):
-                pools[o if positive else 0].append((f, np.asarray(vecs, np.float32)))
-        out = {}
-        for lab, chunks in pools.items():
-            budget = max(32, cfg.max_prototypes // max(1, len(chunks))) if SPLIT_BUDGET else cfg.max_prototypes
-            out[lab] = [(f, make_prototypes(v, budget, seed=lab)) for f, v in chunks]
-        return out, sorted(frames)
+            if o in chunks and len(vecs):
+                chunks[o if positive else 0].append(np.asarray(vecs, np.float32))
+        dim = task.embedding(t0).shape[-1]
+        pools = {}
+        for lab, parts in chunks.items():
+            budget = max(32, cfg.max_prototypes // max(1, len(parts)))
+            pools[lab] = np.concatenate([make_prototypes(v, budget, seed=lab) for v in parts]
+                                        or [np.zeros((0, dim), np.float32)])
+        return pools, sorted(frames)
 
     # ---------------------------------------------------------------- one frame
-    def predict_grid(self, emb: np.ndarray, labels: list[int], base_pools: dict,
-                     online: deque, prev: tuple | None, t: int = 0) -> np.ndarray:
-        """(h, w, D) embedding of frame t -> (L, h, w) float32 probabilities in ``labels`` order.
+    def predict_grid(self, emb: np.ndarray, labels: list[int], index: LabelIndex,
+                     prev_fr: np.ndarray | None) -> np.ndarray:
+        """(h, w, D) embedding -> (L, h, w) float32 probabilities in ``labels`` order.
 
-        base_pools {label: [(keyframe, (M, D))]} (see reference_pools; a keyframe's similarity is
-        lowered by keyframe_decay per 100 frames of distance); online: deque of {label: (n, D)}
-        newest last;
-        prev: (prev_emb (h, w, D), prev_fr (L, h, w) label fractions) or None.
+        index: the run's LabelIndex over every active label (see reference_pools);
+        prev_fr: (L, h, w) label fractions of the previous frame, or None.
         """
         cfg = self.config
         h, w, D = emb.shape
         q = np.ascontiguousarray(emb.reshape(-1, D), dtype=np.float32)
-        # pools augmented with one coordinate carrying the age penalty: q' = [q, 1]
-        pools = {}
-        for lab in labels:
-            parts = []
-            for f, base in base_pools.get(lab, ()):
-                pen = -cfg.keyframe_decay * abs(t - f) / 100.0
-                parts.append(np.hstack([base, np.full((len(base), 1), pen, np.float32)]))
-            for age, entry in enumerate(reversed(online), start=1):
-                v = entry.get(lab)
-                if v is not None and len(v):
-                    pen = -(cfg.online_penalty + cfg.online_decay * (age - 1))
-                    parts.append(np.hstack([v, np.full((len(v), 1), pen, np.float32)]))
-            pools[lab] = np.concatenate(parts) if parts else np.zeros((0, D + 1), np.float32)
-        # prototypes are already reduced; do not re-cluster the small pools
-        index = LabelIndex(pools, k=cfg.k, max_prototypes=10 ** 9)
-        qa = np.hstack([q, np.ones((len(q), 1), np.float32)])
-        scores = index.scores(qa).reshape(len(labels), h, w)
-        if prev is not None:
-            prev_emb, prev_fr = prev
-            if cfg.local_radius > 0 and cfg.local_weight > 0:
-                lab_idx = np.argmax(prev_fr, axis=0)
-                lab_idx[prev_fr.max(axis=0) < 0.5] = -1
-                et = torch.from_numpy(np.ascontiguousarray(emb.transpose(2, 0, 1), np.float32))
-                pt = torch.from_numpy(np.ascontiguousarray(prev_emb.transpose(2, 0, 1), np.float32))
-                loc = _local_match(et, pt, torch.from_numpy(lab_idx.astype(np.int64)),
-                                   len(labels), cfg.local_radius)
-                a = cfg.local_weight
-                scores = np.where(loc > -1, (1 - a) * scores + a * loc, scores - a * 0.5)
-            if cfg.prior_strength > 0:
-                for i, lab in enumerate(labels):
-                    if lab == 0:
-                        continue
-                    m = prev_fr[i] >= 0.5
-                    if not m.any():
-                        continue
-                    dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
-                    radius = cfg.prior_radius + cfg.prior_relative * np.sqrt(m.sum())
-                    scores[i] -= cfg.prior_strength * np.maximum(dist - radius, 0)
+        rows = [index.labels.index(lab) for lab in labels]
+        scores = index.scores(q)[rows].reshape(len(labels), h, w)
+        if prev_fr is not None and cfg.prior_strength > 0:
+            for i, lab in enumerate(labels):
+                if lab == 0:
+                    continue
+                m = prev_fr[i] >= 0.5
+                if not m.any():
+                    continue
+                dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
+                scores[i] -= cfg.prior_strength * np.maximum(dist - cfg.prior_radius, 0)
         return softmax_scores(scores, cfg.temperature)
-
-    def _online_entry(self, emb: np.ndarray, probs: np.ndarray, labels: list[int],
-                      rng: np.random.Generator) -> dict:
-        """Confident interior cells of a predicted frame, per label: (n, D) unit vectors.
-
-        Only cells whose probability is >= online_threshold and whose 3x3 neighbourhood has the
-        same label join, so boundary mistakes do not feed back into the pools."""
-        cfg = self.config
-        D = emb.shape[-1]
-        flat = emb.reshape(-1, D)
-        arg = np.argmax(probs, axis=0)
-        top = probs.max(axis=0)
-        kernel = np.ones((3, 3), np.uint8)
-        entry = {}
-        for i, lab in enumerate(labels):
-            if lab == 0 and not cfg.online_background:
-                continue
-            m = ((arg == i) & (top >= cfg.online_threshold)).astype(np.uint8)
-            if cfg.online_erode:
-                m = cv2.erode(m, kernel, iterations=cfg.online_erode, borderValue=1)
-            sel = np.flatnonzero(m.reshape(-1))
-            if len(sel) == 0:
-                continue
-            if len(sel) > cfg.online_per_label:
-                sel = rng.choice(sel, cfg.online_per_label, replace=False)
-            entry[lab] = l2_normalise(flat[sel])
-        return entry
 
     @staticmethod
     def _blend_previous(probs, cur, labels, grid, t, t0, keyframes, active, soft=None) -> np.ndarray:
@@ -335,9 +215,7 @@ class Propagator:
     @staticmethod
     def confidence(probs: np.ndarray, labels: list[int], prev_fr: np.ndarray | None) -> dict:
         """Per object: mean top-1 minus top-2 probability over the object's cells and a one-cell
-        band around them; 0 when an object vanished. (An area-stability factor, dropped, made the
-        ranking worse: on 12 DAVIS sequences the Spearman correlation of confidence with J&F went
-        from 0.34 to 0.55 without it, and the 5 least sure frames from J&F 0.700 to 0.653.)"""
+        band around them; 0 when an object vanished (how it was chosen: README, "Measured figures")."""
         part = np.sort(probs, axis=0)
         marg = part[-1] - part[-2] if len(probs) > 1 else np.ones(probs.shape[1:], np.float32)
         arg = np.argmax(probs, axis=0)
@@ -357,7 +235,6 @@ class Propagator:
     # ---------------------------------------------------------------- generator
     def run(self, task: PropagationTask, t0: int, direction: str = "both") -> Iterator[FrameResult]:
         """Yield FrameResult for every frame of the affected span, t0 outwards, forward first."""
-        cfg = self.config
         n = task.n_frames
         if not 0 <= t0 < n:
             raise IndexError(f"frame {t0} out of range 0..{n - 1}")
@@ -365,79 +242,82 @@ class Propagator:
         spans = object_spans(task.keyframes, objs, t0, n, direction)
         if not spans:
             return
-        active_all = sorted(spans)
-        base_pools, ref_frames = self.reference_pools(task, active_all, t0)
-        H, W = task.size_hw
-        grid = None
-        done_t0 = False
-        passes = []
-        if direction in ("forward", "both"):
-            passes.append(1)
-        if direction in ("backward", "both"):
-            passes.append(-1)
-        rng = np.random.default_rng(0)
-        for step in passes:
-            lo = min(s[0] for s in spans.values())
-            hi = max(s[1] for s in spans.values())
-            if step > 0:
-                frames = range(max(lo, t0), hi + 1)
-            else:
-                frames = range(min(hi, t0), lo - 1, -1)
-            online: deque = deque(maxlen=cfg.online_frames)
-            prev_ids = None
-            prev_emb = None
+        pools, ref_frames = self.reference_pools(task, sorted(spans), t0)
+        # prototypes are already reduced; do not re-cluster them
+        index = LabelIndex(pools, k=self.config.k, max_prototypes=10 ** 9)
+        done: set[int] = set()  # t0 is rewritten by the forward pass only
+        for step in [s for s, d in ((1, "forward"), (-1, "backward")) if direction in (d, "both")]:
+            yield from self._pass(task, t0, step, spans, index, ref_frames, done)
+
+    def _pass(self, task: PropagationTask, t0: int, step: int, spans: dict, index: LabelIndex,
+              ref_frames: list[int], done: set[int]) -> Iterator[FrameResult]:
+        """One direction from t0: each frame's previous frame is the one just propagated."""
+        n = task.n_frames
+        lo = min(s[0] for s in spans.values())
+        hi = max(s[1] for s in spans.values())
+        frames = range(max(lo, t0), hi + 1) if step > 0 else range(min(hi, t0), lo - 1, -1)
+        p = frames[0] - step if len(frames) else -1
+        prev_ids = task.read_ids(p) if 0 <= p < n else None
+        seen = present_objects(prev_ids, sorted(spans)) if prev_ids is not None else set()
+        if self.refiner is not None and task.image is not None:
+            refs = [Reference(f, task.image(f), task.read_ids(f), task.embedding(f)) for f in ref_frames]
+            self.refiner.start(Run(references=refs, t0=t0, step=step))
+        try:
             for t in frames:
-                active = [o for o in active_all if spans[o][0] <= t <= spans[o][1]
-                          and t not in task.keyframes.get(o, ())]
-                if t == t0 and done_t0:
-                    active = []
-                if prev_ids is None:
-                    p = t - step
-                    prev_ids = task.read_ids(p) if 0 <= p < n else None
-                    prev_emb = task.embedding(p) if 0 <= p < n else None
-                    seen = present_objects(prev_ids, active_all) if prev_ids is not None else set()
+                active = [] if t in done else [o for o in sorted(spans) if spans[o][0] <= t <= spans[o][1]
+                                               and t not in task.keyframes.get(o, ())]
                 if not active:
                     # nothing to rewrite here (a keyframe t0): it becomes the previous frame
                     prev_ids = task.read_ids(t)
-                    prev_emb = task.embedding(t)
-                    seen |= present_objects(prev_ids, active_all)
+                    seen |= present_objects(prev_ids, sorted(spans))
                     continue
-                labels = [0] + active
-                emb = task.embedding(t)
-                if grid is None:
-                    grid = emb.shape[:2]
-                prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
-                prev = (prev_emb, prev_fr) if prev_ids is not None else None
-                probs = self.predict_grid(emb, labels, base_pools, online, prev, t)
-                image = task.image(t) if task.image is not None else None
-                if cfg.keep_floor > 0 and prev_fr is not None:
-                    probs = keep_tracked(probs, prev_fr, cfg.keep_floor)
-                cur = task.read_ids(t)
-                if cfg.blend_previous and task.previous is not None and task.previous(t):
-                    soft = task.previous_probs(t) if task.previous_probs is not None else None
-                    probs = self._blend_previous(probs, cur, labels, grid, t, t0, task.keyframes, active, soft)
-                if self.refiner is not None:
-                    ctx = FrameContext(t, image, emb, labels, probs, prev_ids, ref_frames, task.read_ids,
-                                       task.image, task.embedding)
-                    probs = np.asarray(self.refiner.refine(ctx), np.float32)
-                if probs.shape[1:] == (H, W):
-                    full = probs
-                else:
-                    full = self.upsampler(probs, image, (H, W))
-                new = argmax_ids(full, labels)
-                lut = np.ones(256, bool)
-                lut[labels] = False  # background and active objects may change
-                fixed = lut[cur]
-                new[fixed] = cur[fixed]
-                conf = self.confidence(probs if probs.shape[1:] == grid else
-                                       label_fractions(new, labels, grid), labels, prev_fr)
-                present = present_objects(new, labels)
-                for lab in (seen - present) & set(conf):
-                    conf[lab] = 0.0  # vanished: unsure on every frame of the gap
+                result = self._frame(task, t, t0, [0] + active, index, prev_ids)
+                present = present_objects(result.ids, active)
+                for lab in seen - present:
+                    if lab in result.confidence:
+                        result.confidence[lab] = 0.0  # vanished: unsure on every frame of the gap
                 seen |= present
-                online.append(self._online_entry(emb, probs if probs.shape[1:] == grid else
-                                                 label_fractions(new, labels, grid), labels, rng))
-                if t == t0:
-                    done_t0 = True
-                yield FrameResult(t, {lab: probs[i] for i, lab in enumerate(labels)}, new, conf)
-                prev_ids, prev_emb = new, emb
+                done.add(t)
+                yield result
+                prev_ids = result.ids
+        finally:
+            if self.refiner is not None and task.image is not None:
+                self.refiner.finish()
+
+    def _frame(self, task: PropagationTask, t: int, t0: int, labels: list[int], index: LabelIndex,
+               prev_ids: np.ndarray | None) -> FrameResult:
+        """Retrieval, prior, fusion with an earlier result, refinement, upsampling, argmax for frame t."""
+        emb = task.embedding(t)
+        grid = emb.shape[:2]
+        prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
+        probs = self.predict_grid(emb, labels, index, prev_fr)
+        if self.config.keep_floor > 0 and prev_fr is not None:
+            probs = keep_tracked(probs, prev_fr, self.config.keep_floor)
+        cur = task.read_ids(t)
+        if task.previous is not None and task.previous(t):
+            soft = task.previous_probs(t) if task.previous_probs is not None else None
+            probs = self._blend_previous(probs, cur, labels, grid, t, t0, task.keyframes, labels[1:], soft)
+        image = task.image(t) if task.image is not None else None
+        probs, full = self._refine(t, probs, labels, image, emb, prev_ids, task.size_hw)
+        new = argmax_ids(full, labels)
+        lut = np.ones(256, bool)
+        lut[labels] = False  # background and active objects may change
+        fixed = lut[cur]
+        new[fixed] = cur[fixed]
+        conf = self.confidence(probs, labels, prev_fr)
+        return FrameResult(t, {lab: probs[i] for i, lab in enumerate(labels)}, new, conf)
+
+    def _refine(self, t: int, probs: np.ndarray, labels: list[int], image: np.ndarray | None,
+                emb: np.ndarray, prev_ids: np.ndarray | None, size_hw: tuple[int, int]):
+        """(L, h, w) grid probabilities -> (grid, (L, H, W) full-size) after the refiner, if any."""
+        if self.refiner is None or image is None:
+            return probs, self.upsampler(probs, image, size_hw)
+        grid_scale = self.refiner.grid_scale
+        coarse = bilinear(probs, size_hw) if grid_scale else self.upsampler(probs, image, size_hw)
+        coarse = np.clip(coarse, 0.0, None)
+        coarse /= np.maximum(coarse.sum(0, keepdims=True), 1e-6)
+        given = {lab: coarse[i] for i, lab in enumerate(labels) if lab != 0}
+        out = normalise_probs(self.refiner.refine(FrameContext(t, image, given, emb, prev_ids)))
+        full = with_background({lab: out.get(lab, given[lab]) for lab in given}, labels)
+        probs = grid_average(full, probs.shape[1:])
+        return (probs, self.upsampler(probs, image, size_hw)) if grid_scale else (probs, full)

@@ -24,8 +24,12 @@ from engine.threads import ALL_CORES
 # 2-core machine, and 43.6 vs 43.7 frames/s with a busy-loop process on one core (1 vs 2 threads).
 faiss.omp_set_num_threads(ALL_CORES)
 
-_GPU_LOCK = threading.Lock()
-_GPU_RESOURCES = None
+# faiss GPU resources are not thread-safe, and the GUI searches from its own thread while a worker
+# propagates: one StandardGpuResources per thread, each with a small scratch space (the indexes hold a few
+# hundred prototypes; the default reserves ~18 % of the GPU's memory per resources object).
+_GPU_THREAD = threading.local()
+GPU_TEMP_MEMORY = 256 << 20
+_use_gpu: bool | None = None
 
 
 def gpu_available() -> bool:
@@ -36,12 +40,21 @@ def gpu_available() -> bool:
         return False
 
 
-def _gpu_resources():
-    global _GPU_RESOURCES
-    with _GPU_LOCK:
-        if _GPU_RESOURCES is None:  # pragma: no cover - needs a GPU
-            _GPU_RESOURCES = faiss.StandardGpuResources()
-        return _GPU_RESOURCES
+def use_gpu(enabled: bool | None) -> None:
+    """Whether new LabelIndexes search on the GPU: True, False, or None (whenever faiss sees one, the default).
+    `vos-engine bench --device` and `vos-engine gpu-check` use it to measure and compare both paths."""
+    global _use_gpu
+    if enabled and not gpu_available():
+        raise RuntimeError("faiss sees no GPU (the faiss-cpu build, or no CUDA device)")
+    _use_gpu = enabled
+
+
+def _gpu_resources():  # pragma: no cover - needs a GPU
+    res = getattr(_GPU_THREAD, "resources", None)
+    if res is None:
+        res = _GPU_THREAD.resources = faiss.StandardGpuResources()
+        res.setTempMemory(GPU_TEMP_MEMORY)
+    return res
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -87,7 +100,9 @@ class LabelIndex:
                  use_gpu: bool | None = None, seed: int = 0):
         self.labels: list[int] = sorted(pools)
         self.k = k
-        self.use_gpu = gpu_available() if use_gpu is None else use_gpu
+        if use_gpu is None:
+            use_gpu = gpu_available() if _use_gpu is None else _use_gpu
+        self.use_gpu = use_gpu
         self.dim = None
         self._indexes = []
         self.prototypes: dict[int, np.ndarray] = {}

@@ -3,6 +3,9 @@
 torch and faiss share one OpenMP runtime, so `faiss.omp_set_num_threads(n)` (engine/retrieval.py) also
 sets torch's threads on the calling thread. Each user of torch therefore says what it wants for the
 duration of its call: the embedding network all cores, small refiner ops one.
+
+"All cores" is VOS_ENGINE_THREADS when set: `vos-engine batch` runs several videos at once and gives each
+worker process its share of the cores (with OMP_NUM_THREADS the same), so torch and faiss agree on it.
 """
 
 import os
@@ -10,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-ALL_CORES = max(1, min(os.cpu_count() or 1, 8))
+ALL_CORES = int(os.environ.get("VOS_ENGINE_THREADS") or 0) or max(1, min(os.cpu_count() or 1, 8))
 
 
 @contextmanager

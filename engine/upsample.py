@@ -47,6 +47,19 @@ def _resize_stack(stack: np.ndarray, size_hw: tuple[int, int], scale: int) -> np
     return out
 
 
+def bilinear(probs: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """(L, h, w) grid probabilities -> (L, H, W), plain bilinear, cell-aligned."""
+    return _resize_stack(probs, size_hw, STRIDE)
+
+
+def grid_average(stack: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(L, H, W) -> (L, h, w) float32: the mean over each grid cell (edge pixels repeated past the image)."""
+    h, w = grid
+    H, W = stack.shape[1:]
+    padded = np.pad(stack, ((0, 0), (0, h * STRIDE - H), (0, w * STRIDE - W)), mode="edge")
+    return np.stack([cv2.resize(s, (w, h), interpolation=cv2.INTER_AREA) for s in padded]).astype(np.float32)
+
+
 class EdgeAwareUpsampler:
     """Coarse (L, h, w) probabilities + RGB frame (H, W, 3) -> (L, H, W) probabilities.
 

@@ -8,7 +8,9 @@ Reads are serialised by a lock: the GUI thread and a background worker may share
 """
 
 import logging
+import os
 import re
+import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -30,15 +32,28 @@ log = logging.getLogger(__name__)
 def open_video(path: str | Path, short_side: int | None = 480, cache_frames: int = 64) -> "VideoSource":
     """Open a video file or a folder of jpg/png frames. `short_side=None` works at native size."""
     path = Path(path)
-    if not path.exists():
-        raise VideoError(path, "no such file or folder")
-    if path.is_dir():
+    info = _stat(path)
+    if stat.S_ISDIR(info.st_mode):
         return FrameFolder(path, short_side, cache_frames)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise VideoError(path, "is a single image; open the folder that holds the frames instead")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise VideoError(path, "file is empty")
     return VideoFile(path, short_side, cache_frames)
+
+
+def _stat(path: Path) -> os.stat_result:
+    """stat() of a video path, or a VideoError for a path no system call can use (NUL byte, too long)."""
+    text = str(path)
+    shown = text if len(text) <= 200 else f"{text[:120]}...{text[-60:]} ({len(text)} characters)"
+    if "\0" in text:
+        raise VideoError(shown.replace("\0", "\\0"), "the path contains a NUL byte")
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise VideoError(shown, "no such file or folder") from None
+    except OSError as e:
+        raise VideoError(shown, f"cannot open ({e.strerror or e})") from None
 
 
 def working_size_for(native_size: tuple[int, int], short_side: int | None) -> tuple[int, int]:

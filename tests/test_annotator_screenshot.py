@@ -29,5 +29,12 @@ def test_screenshot_shows_window_frame_and_overlay(tmp_path):
     # the object's overlay colour is there (its outline is drawn opaque)
     near = (np.abs(rgb - np.array(OBJECT_COLOR)).sum(-1) < 30).sum()
     assert near > 100, near
+    # the timeline gives the object its own confidence band, right under its coverage lane (red..green)
+    bottom = rgb[-160:]
+    lane_rows = np.flatnonzero((np.abs(bottom - np.array(OBJECT_COLOR)).sum(-1) < 30).sum(1) > 200)
+    assert len(lane_rows), "no coverage lane of the object on the timeline"
+    band = cv2.cvtColor(bottom[lane_rows[-1] + 2:lane_rows[-1] + 5].astype(np.uint8), cv2.COLOR_RGB2HSV)
+    confident = ((band[..., 0] <= 60) & (band[..., 1] > 120) & (band[..., 2] > 150)).sum(1)
+    assert confident.max() > 200, confident
     # propagation happened: the saved project on disk is untouched, but the window showed a propagated frame
     assert "screenshot written" in run.stderr

@@ -45,7 +45,7 @@ def square_mask(t: int) -> np.ndarray:
 
 def make_project(root: Path, n: int = 10, annotate: bool = True) -> Path:
     """A saved project on a synthetic video with object 1 ('square') marked on frame 0."""
-    from engine.session import Session
+    from engine import Session
     frames = make_frames(root / "frames", n)
     folder = root / "square.vosproj"
     s = Session.create(folder, frames)
@@ -132,7 +132,7 @@ def project(tmp_path):
 
 
 def wait_idle(qtbot, window, timeout=60_000):
-    qtbot.waitUntil(lambda: window.job is None and window._pending_propagation is None, timeout=timeout)
+    qtbot.waitUntil(lambda: window.jobs.idle(), timeout=timeout)
 
 
 def open_window(qtbot, path):
@@ -142,7 +142,7 @@ def open_window(qtbot, path):
     w.resize(1100, 720)
     w.show()
     qtbot.waitExposed(w)
-    assert w.open_path(path)
+    assert w.files.open_path(path)
     wait_idle(qtbot, w)
     return w
 

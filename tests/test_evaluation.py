@@ -505,8 +505,8 @@ def test_embedding_cache_is_reused_across_evaluation_runs(tmp_path, davis_root):
 def test_cli_set_changes_propagation_settings_and_rejects_unknown_ones(tmp_path, capsys):
     from engine.cli import _config, main
 
-    cfg = _config(["prior_strength=0.05", "blend_previous=off", "local_radius=2"])
-    assert cfg.prior_strength == 0.05 and cfg.blend_previous is False and cfg.local_radius == 2
+    cfg = _config(["prior_strength=0.05", "max_keyframes=2"])
+    assert cfg.prior_strength == 0.05 and cfg.max_keyframes == 2 and cfg.refine_radius == 8
     _mini_davis2017(tmp_path, n=3, shape=(40, 50))
     assert main(["evaluate", str(tmp_path), "--split", "val", "--set", "no_such_knob=1"]) == 2
     assert "no_such_knob" in capsys.readouterr().err

@@ -364,6 +364,27 @@ def test_convert_to_existing_folder_and_alias(tmp_path, seq):
         convert(src, tmp_path / "x", to="pascal")
 
 
+def test_one_format_table_serves_export_convert_and_the_command_line(tmp_path, seq, capsys):
+    """Every registered format exports where the table says; the command line converts to exactly the
+    convertible ones (binary included) and refuses the rest."""
+    from engine.cli import main
+    from engine.formats import EXPORT_FORMATS, FORMATS
+
+    assert FORMATS == ("davis", "coco", "youtube-vis", "binary") and "overlay" in EXPORT_FORMATS
+    seq.images = lambda t: np.full((H, W, 3), 40 * t, np.uint8)
+    for name, fmt in EXPORT_FORMATS.items():
+        written = fmt.export([seq], tmp_path / name)
+        assert written and all(p.exists() for p in written)
+        if fmt.file_name is not None:
+            assert written == [tmp_path / name / fmt.file_name.format(video="seq-a")]
+    src = save_coco(seq, tmp_path / "c.json")
+    assert main(["convert", str(src), str(tmp_path / "bin"), "--to", "binary"]) == 0
+    assert_same(load_binary_masks(tmp_path / "bin"), seq.expected)
+    with pytest.raises(SystemExit):
+        main(["convert", str(src), str(tmp_path / "ov"), "--to", "overlay"])
+    assert "invalid choice: 'overlay'" in capsys.readouterr().err
+
+
 def test_unknown_ids_are_not_dropped(tmp_path):
     m = np.zeros((4, 5), np.uint8)
     m[1, 1] = 7  # id 7 is not in the objects dict

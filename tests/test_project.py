@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ProjectError, VideoError
+from engine.errors import ProjectError, StorageError, VideoError
 from engine.palette import PALETTE, read_id_png
-from engine.project import SAMPLE_PROJECT, Interaction, Project, open_sample_copy
+from engine.project import CORRECTED, FULL, SAMPLE_PROJECT, Interaction, Project, open_sample_copy
 
 N = 12
 
@@ -46,6 +46,7 @@ def test_create_save_load_round_trip(project):
     project.masks.set(0, _square(1, 5, 5) | _square(2, 40, 30))
     project.masks.set(7, _square(1, 10, 10))
     project.add_keyframe(dog.id, 0)
+    project.add_keyframe(dog.id, 7, CORRECTED)
     project.log(Interaction("click", 0, dog.id, True, [(7.5, 8.0)]))
     project.log(Interaction("brush", 7, dog.id, False, [(1, 2), (3, 4)], radius=4))
     project.settings["refiner"] = "parts"
@@ -55,19 +56,23 @@ def test_create_save_load_round_trip(project):
 
     p = Project.load(project.folder)
     assert p.objects == project.objects
-    assert p.keyframes == {1: {0}} and p.next_object_id == 3
+    assert p.keyframes == {1: {0: FULL, 7: CORRECTED}} and p.next_object_id == 3
     assert p.interactions == project.interactions
     assert p.settings == {"refiner": "parts"}
     assert p.masks.frames() == [0, 7] and p.masks.has(7) and not p.masks.has(3)
     assert np.array_equal(p.masks.get(0), project.masks.get(0))
     assert not p.masks.get(3).any() and p.masks.get(3).shape == (60, 80)
-    assert np.array_equal(read_id_png(project.folder / "masks" / "00007.png"), _square(1, 10, 10))
     doc = json.loads((project.folder / "project.json").read_text())
-    assert doc["schema_version"] == 1 and doc["video"] == "../clip.avi"
+    assert doc["mask_files"]["7"]["ids"] == [1] and doc["mask_files"]["0"]["ids"] == [1, 2]
+    assert np.array_equal(read_id_png(project.folder / "masks" / doc["mask_files"]["7"]["file"]), _square(1, 10, 10))
+    assert sorted(os.listdir(project.folder / "masks")) == sorted(e["file"] for e in doc["mask_files"].values())
+    assert doc["schema_version"] == 2 and doc["video"] == "../clip.avi"
+    assert doc["keyframes"] == {"1": {"full": [0], "corrected": [7]}}
     assert doc["native_size"] == [160, 120] and doc["working_size"] == [80, 60] and doc["num_frames"] == N
 
 
 def test_only_dirty_masks_are_rewritten_and_deleted_masks_removed(project, monkeypatch):
+    project.add_object()
     project.masks.set(1, _square(1, 0, 0))
     project.masks.set(2, _square(1, 0, 0))
     project.save()
@@ -77,8 +82,9 @@ def test_only_dirty_masks_are_rewritten_and_deleted_masks_removed(project, monke
     project.masks.set(2, _square(1, 20, 20))
     project.masks.delete(1)
     project.save()
-    assert written == ["00002.png", "project.json"]
-    assert not (project.folder / "masks" / "00001.png").exists()
+    new_file = json.loads((project.folder / "project.json").read_text())["mask_files"]["2"]["file"]
+    assert written == [new_file, "project.json"] and new_file.startswith("00002.")
+    assert os.listdir(project.folder / "masks") == [new_file]  # frame 1's file and frame 2's old file are gone
     assert Project.load(project.folder).masks.frames() == [2]
 
 
@@ -96,12 +102,14 @@ def test_crash_during_save_leaves_previous_project_loadable(project, monkeypatch
             raise OSError("simulated crash")
         real(a, b)
 
+    masks_before = sorted(os.listdir(project.folder / "masks"))
     monkeypatch.setattr(os, "replace", crash_on_project_json)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(StorageError, match="project.json: cannot save the project .simulated crash.; the last save"):
         project.save()
     monkeypatch.setattr(os, "replace", real)
+    assert sorted(os.listdir(project.folder / "masks")) == masks_before  # frame 3's new file was removed
     p = Project.load(project.folder)
-    assert [o.name for o in p.objects.values()] == ["before"]
+    assert [o.name for o in p.objects.values()] == ["before"] and p.masks.frames() == [0]
     assert not any(n.endswith(".tmp") for n in os.listdir(project.folder))
     assert project.dirty  # nothing claims to be saved
 
@@ -180,7 +188,7 @@ def _edit(folder, change):
 
 
 @pytest.mark.parametrize("change, pattern", [
-    (lambda d: d.update(schema_version=2), "schema_version 2 is newer"),
+    (lambda d: d.update(schema_version=3), "schema_version 3 is newer"),
     (lambda d: d.update(schema_version=0), "unknown schema_version 0"),
     (lambda d: d.pop("schema_version"), "missing or invalid schema_version"),
     (lambda d: d.pop("objects"), "top level: missing key 'objects'"),
@@ -188,8 +196,15 @@ def _edit(folder, change):
     (lambda d: d["objects"][0].update(color=[1, 2]), r"objects\[0\].color: expected \[r, g, b\]"),
     (lambda d: d["objects"][0].pop("locked"), r"objects\[0\]: missing key 'locked'"),
     (lambda d: d["objects"].append(dict(d["objects"][0])), r"objects\[1\].id: id 1 used twice"),
-    (lambda d: d.update(keyframes={"9": [0]}), "keyframes: key '9' is not the id of an object"),
-    (lambda d: d.update(keyframes={"1": [99]}), "keyframes.1: expected a list of frame indices"),
+    (lambda d: d.update(keyframes={"9": {"full": [0]}}), "keyframes: key '9' is not the id of an object"),
+    (lambda d: d.update(keyframes={"1": {"full": [99]}}), "keyframes.1.full: expected a list of frame indices"),
+    (lambda d: d.update(keyframes={"1": [0]}), "keyframes.1: expected an object with the keys full and corrected"),
+    (lambda d: d.update(keyframes={"1": {"main": [0]}}), "keyframes.1: expected an object with the keys"),
+    (lambda d: d.update(schema_version=1, keyframes={"1": [99]}), "keyframes.1: expected a list of frame indices"),
+    (lambda d: d.update(schema_version=1, keyframes={"1": [0]}, settings={"corrected_keyframes": [0]}),
+     "settings.corrected_keyframes: expected an object"),
+    (lambda d: d.update(schema_version=1, keyframes={"1": [0]}, settings={"corrected_keyframes": {"1": ["x"]}}),
+     "settings.corrected_keyframes.1: expected a list of frame indices"),
     (lambda d: d["interactions"].append({"kind": "poke"}), r"interactions\[0\].kind: expected one of"),
 ])
 def test_schema_errors_name_the_problem(project, change, pattern):
@@ -212,9 +227,12 @@ def test_load_errors_for_missing_folder_file_and_bad_json(tmp_path, project):
 
 
 def test_bad_mask_file_is_named(project):
-    (project.folder / "masks").mkdir()
-    cv2.imwrite(str(project.folder / "masks" / "00004.png"), np.zeros((10, 10), np.uint8))
-    with pytest.raises(ProjectError, match="00004.png: mask is 10x10, expected the working size 80x60"):
+    project.add_object()
+    project.masks.set(4, _square(1, 0, 0))
+    project.save()
+    (listed,) = (project.folder / "masks").iterdir()
+    cv2.imwrite(str(listed), np.zeros((10, 10), np.uint8))
+    with pytest.raises(ProjectError, match=f"{listed}: mask is 10x10, expected the working size 80x60"):
         Project.load(project.folder)
 
 
@@ -235,6 +253,22 @@ def test_object_ids_are_bounded_by_8_bit_masks(project):
     project.add_object()
     with pytest.raises(ProjectError, match="no object id left"):
         project.add_object()
+
+
+def test_a_schema_1_project_opens_with_its_keyframe_roles_and_saves_as_schema_2(project):
+    """Schema 1 kept keyframes as lists and the corrected ones in settings["corrected_keyframes"]."""
+    project.add_object()
+    project.save()
+    _edit(project.folder, lambda d: d.update(schema_version=1, keyframes={"1": [0, 4, 9]},
+                                             settings={"refiner": "parts", "corrected_keyframes": {"1": [4]}}))
+    p = Project.load(project.folder)
+    assert p.keyframes == {1: {0: FULL, 4: CORRECTED, 9: FULL}}
+    assert p.settings == {"refiner": "parts"}  # the hidden list is gone from the settings
+    p.save()
+    doc = json.loads((project.folder / "project.json").read_text())
+    assert doc["schema_version"] == 2 and doc["settings"] == {"refiner": "parts"}
+    assert doc["keyframes"] == {"1": {"full": [0, 9], "corrected": [4]}}
+    assert Project.load(project.folder).keyframes == p.keyframes
 
 
 def test_sample_project_copy_has_the_bunny_on_frame_0(tmp_path):

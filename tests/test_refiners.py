@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from engine.refiners import (
-    FrameContext, Reference, available_refiners, get_refiner, normalise_probs, probs_to_ids, time_refiner,
+    REFINERS, FrameContext, Reference, Refiner, Run, available_refiners, get_refiner, normalise_probs,
+    time_refiner, train_refiner, with_background,
 )
+from engine.upsample import argmax_ids
+
+
+def probs_to_ids(probs: dict) -> np.ndarray:
+    """The propagation's argmax over background (implicit, 1 - sum) and the objects."""
+    labels = [0, *sorted(probs)]
+    return argmax_ids(with_background(probs, labels), labels)
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,6 +58,43 @@ def test_registry_lists_both_and_rejects_unknown_names():
     assert get_refiner(None) is None and get_refiner("none") is None
     with pytest.raises(ValueError, match="unknown refiner 'nope'.*modulation.*parts"):
         get_refiner("nope")
+    with pytest.raises(ValueError, match="'parts' has no weights to train"):
+        train_refiner("parts", "/nowhere")
+
+
+def test_a_third_refiner_is_one_class_and_one_registry_entry(monkeypatch):
+    """Registered by name, it is driven by the propagation through start, refine and finish."""
+    from engine.propagation import PropagationTask, Propagator
+
+    calls = []
+
+    class Halve(Refiner):
+        name = "halve"
+
+        def start(self, run):
+            calls.append(("start", run.t0, run.step, [r.t for r in run.references]))
+
+        def refine(self, frame):
+            calls.append(("refine", frame.t))
+            return {o: p * 0.5 for o, p in frame.probs.items()}
+
+        def finish(self):
+            calls.append(("finish",))
+
+    monkeypatch.setitem(REFINERS, "halve", (f"{__name__}:Halve", None))
+    monkeypatch.setitem(globals(), "Halve", Halve)
+    assert "halve" in available_refiners()
+    frames, masks, _ = _square_sequence(n=5, h=64, w=96, size=16)
+    embs = [_unit_embedding(f) for f in frames]
+    store = {2: masks[2]}
+    task = PropagationTask(n_frames=5, size_hw=(64, 96), embedding=lambda t: embs[t],
+                           read_ids=lambda t: store.get(t, np.zeros((64, 96), np.uint8)),
+                           keyframes={1: {2}}, objects=[1], image=lambda t: frames[t])
+    results = list(Propagator(refiner=get_refiner("halve")).run(task, 2, "both"))
+    assert calls == [("start", 2, 1, [2]), ("refine", 3), ("refine", 4), ("finish",),
+                     ("start", 2, -1, [2]), ("refine", 1), ("refine", 0), ("finish",)]
+    for r in results:  # an object probability of at most 0.5 never beats the background's
+        assert not r.ids.any() and r.probs[1].shape == embs[0].shape[:2]
 
 
 def test_normalise_and_argmax_keep_background_implicit():
@@ -70,13 +115,13 @@ def test_part_tracker_follows_a_moving_textured_square(with_embedding):
     r = get_refiner("parts")
     ref = Reference(t=0, image=frames[0], ids=masks[0],
                     embedding=_unit_embedding(frames[0]) if with_embedding else None)
-    r.start([ref])
+    r.start(Run(references=[ref]))
     prev = masks[0]
     for t in range(1, len(frames)):
         coarse = masks[t].astype(np.float32) * 0.9
         coarse[80:110, 150:190] = 0.9                       # a look-alike far from the object
-        ctx = FrameContext(t=t, image=frames[t], probs={1: coarse}, references=[ref], prev_ids=prev,
-                           embedding=_unit_embedding(frames[t]) if with_embedding else None, prev_t=t - 1)
+        ctx = FrameContext(t=t, image=frames[t], probs={1: coarse}, prev_ids=prev,
+                           embedding=_unit_embedding(frames[t]) if with_embedding else None)
         out = r.refine(ctx)
         assert out[1].shape == coarse.shape and out[1].dtype == np.float32
         prev = probs_to_ids(out)
@@ -92,7 +137,7 @@ def test_part_tracker_follows_a_moving_textured_square(with_embedding):
 def test_parts_leaves_unannotated_objects_alone():
     frames, masks, _ = _square_sequence(n=3)
     r = get_refiner("parts")
-    r.start([Reference(t=0, image=frames[0], ids=masks[0])])
+    r.start(Run(references=[Reference(t=0, image=frames[0], ids=masks[0])]))
     other = np.full(masks[1].shape, 0.05, np.float32)
     out = r.refine(FrameContext(t=1, image=frames[1], probs={1: masks[1] * 0.9, 7: other}, prev_ids=masks[0]))
     np.testing.assert_allclose(out[7], other)
@@ -104,12 +149,12 @@ def test_modulation_output_is_a_probability_map_of_the_right_shape():
     frames, masks, _ = _square_sequence(n=4, h=96, w=136)
     r = get_refiner("modulation")
     ref = Reference(t=0, image=frames[0], ids=masks[0] * 3)      # object id 3
-    r.start([ref])
+    r.start(Run(references=[ref]))
     prev = masks[0] * 3
     for t in range(1, 4):
         coarse = {3: np.clip(masks[t] * 0.8 + 0.05, 0, 1).astype(np.float32),
                   5: np.full(masks[t].shape, 0.1, np.float32)}  # id 5 has no reference
-        out = r.refine(FrameContext(t=t, image=frames[t], probs=coarse, references=[ref], prev_ids=prev))
+        out = r.refine(FrameContext(t=t, image=frames[t], probs=coarse, prev_ids=prev))
         assert set(out) == {3, 5}
         for v in out.values():
             assert v.shape == (96, 136) and v.dtype == np.float32
@@ -132,7 +177,7 @@ def test_time_refiner_reports_milliseconds():
 
 @pytest.mark.parametrize("name", ["parts", "modulation"])
 def test_refiners_plug_into_the_propagators_hook(name):
-    """The Propagator's existing hook (refiner.refine(its FrameContext)) accepts our refiners unchanged."""
+    """The Propagator hands every propagated frame to the refiner, in its full-size layout."""
     from engine.propagation import PropagationTask, Propagator
 
     frames, masks, _ = _square_sequence(n=6, h=96, w=160, size=24)
@@ -143,14 +188,14 @@ def test_refiners_plug_into_the_propagators_hook(name):
                            keyframes={2: {0}}, objects=[2], image=lambda t: frames[t])
     seen = []
     refiner = get_refiner(name)
-    inner = refiner.refine_frame
+    inner = refiner.refine
 
     def spy(ctx):
         seen.append(ctx.t)
         assert set(ctx.probs) == {2} and ctx.probs[2].shape == (96, 160)
         return inner(ctx)
 
-    refiner.refine_frame = spy
+    refiner.refine = spy
     for r in Propagator(refiner=refiner).run(task, 0, "forward"):
         store[r.t] = r.ids
         assert r.ids.shape == (96, 160) and r.ids.dtype == np.uint8
@@ -189,12 +234,12 @@ def test_refiners_on_real_frames(davis_root, name):
     embs = [_unit_embedding(f, dim=16) for f in frames]
     ref = Reference(t=0, image=frames[0], ids=masks[0], embedding=embs[0])
     r = get_refiner(name)
-    r.start([ref])
+    r.start(Run(references=[ref]))
     prev = masks[0]
     for t in range(1, len(frames)):
         coarse = _engine_like_coarse(masks[t], blob_at=(20, 20))
         out = r.refine(FrameContext(t=t, image=frames[t], probs={1: coarse}, embedding=embs[t],
-                                    references=[ref], prev_ids=prev, prev_t=t - 1))
+                                    prev_ids=prev))
         p = out[1]
         assert p.shape == masks[t].shape and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1
         prev = probs_to_ids(out)
@@ -203,7 +248,7 @@ def test_refiners_on_real_frames(davis_root, name):
         assert p[20:80, 20:100].mean() < 0.5
 
 
-def test_engine_adapter_restarts_per_propagation_pass_with_the_keyframe_as_reference():
+def test_the_propagator_starts_the_refiner_once_per_pass_with_the_keyframe_as_reference():
     from engine.propagation import PropagationTask, Propagator
 
     frames, masks, _ = _square_sequence(n=7, h=64, w=128, size=16)
@@ -215,7 +260,7 @@ def test_engine_adapter_restarts_per_propagation_pass_with_the_keyframe_as_refer
     refiner = get_refiner("parts")
     starts = []
     original = refiner.start
-    refiner.start = lambda refs: (starts.append([r.t for r in refs]), original(refs))
+    refiner.start = lambda run: (starts.append([r.t for r in run.references]), original(run))
     order = [r.t for r in Propagator(refiner=refiner).run(task, 3, "both")]
     assert order == [4, 5, 6, 2, 1, 0]
     assert starts == [[3], [3]]                     # forward pass, then backward pass, from keyframe 3

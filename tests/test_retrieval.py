@@ -52,6 +52,7 @@ def test_empty_pool_scores_minus_one_and_k_averages():
     np.testing.assert_allclose(s[0], np.sort(sims, axis=1)[:, -3:].mean(axis=1), atol=1e-5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="faiss sees no GPU (faiss-cpu build or no CUDA device)")
 def test_gpu_index_matches_cpu():  # pragma: no cover - needs a GPU
     rng = np.random.default_rng(3)

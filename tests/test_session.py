@@ -45,8 +45,8 @@ def test_click_segments_the_clicked_frame_and_makes_it_a_keyframe(square):
     assert ids.shape == gt[0].shape and ids.dtype == np.uint8
     assert jaccard(ids == obj.id, gt[0] == 1) > 0.9
     assert np.array_equal(s.mask(0), ids)
-    assert s.project.keyframes[obj.id] == {0}
-    last = s.project.interactions[-1]
+    assert s.keyframes()[obj.id] == {0}
+    last = s.interactions()[-1]
     assert (last.kind, last.frame, last.object_id, last.positive) == ("click", 0, obj.id, True)
     assert last.points == [(x, y)]
     assert s.last_timing["click_ms"] > 0
@@ -64,7 +64,7 @@ def test_scribble_and_second_object(square):
     s.update_object(a.id, locked=False)
     ids = s.scribble(2, b.id, [(x - 8, y), (x + 8, y)])  # an unlocked one gives them up
     assert jaccard(ids == b.id, gt[2] == 1) > 0.9 and not (ids == a.id).any()
-    assert [i.kind for i in s.project.interactions] == ["scribble"] * 3
+    assert [i.kind for i in s.interactions()] == ["scribble"] * 3
 
 
 def test_negative_click_removes_the_clicked_part(square):
@@ -106,7 +106,7 @@ def test_objects_from_an_id_mask(square):
     assert sorted(made) == [7, 9] and len(set(made.values())) == 2
     for value, obj in made.items():
         assert np.array_equal(s.mask(3) == obj, ids == value)
-        assert s.project.keyframes[obj] == {3}
+        assert s.keyframes()[obj] == {3}
     with pytest.raises(ValueError, match="empty"):
         s.add_objects_from_ids(3, np.zeros_like(ids))
     with pytest.raises(ValueError, match="50x40"):
@@ -127,9 +127,9 @@ def test_brush_eraser_polygon_and_locked_objects(square):
     assert ids[80, 120] == b.id  # a locked object's pixels are never painted over
     with pytest.raises(ProjectError):
         s.click(3, b.id, 120, 80)
-    kinds = [i.kind for i in s.project.interactions]
+    kinds = [i.kind for i in s.interactions()]
     assert kinds == ["brush", "eraser", "polygon", "brush"]
-    assert s.project.keyframes == {a.id: {3}, b.id: {3}}
+    assert s.keyframes() == {a.id: {3}, b.id: {3}}
 
 
 def test_a_clicked_correction_keeps_its_leftover_errors_to_itself(square):
@@ -142,21 +142,21 @@ def test_a_clicked_correction_keeps_its_leftover_errors_to_itself(square):
         pass
     bad = gt[6].copy()
     bad[70:120, 0:60] = 1  # a propagation error on the grass
-    s.project.masks.set(6, bad)
+    s._annotation.masks.set(6, bad)  # stands in for a propagation mistake
     x, y = centre(gt[6])
     s.click(6, obj.id, x, y)  # the user fixes (here: confirms) the square only
-    assert s.project.keyframes[obj.id] == {0, 6}
-    assert s._reference_keyframes([obj.id]) == {obj.id: {0}}
+    assert s.keyframes()[obj.id] == {0, 6}
+    assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0}}
     done = [t for t, _ in s.propagate(6, "both")]
     assert sorted(done) == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
     for t in done:
         assert jaccard(s.mask(t) == obj.id, gt[t] == 1) > 0.85, t
     s.save()  # the correction survives reopening the project
-    again = Session.open(s.project.folder, embedder=ColourEmbedder())
-    assert again._reference_keyframes([obj.id]) == {obj.id: {0}}
+    again = Session.open(s.folder, embedder=ColourEmbedder())
+    assert again._annotation.reference_keyframes([obj.id]) == {obj.id: {0}}
     again.close()
     s.set_object_mask(6, obj.id, gt[6] == 1)  # drawn whole by hand: a full reference again
-    assert s._reference_keyframes([obj.id]) == {obj.id: {0, 6}}
+    assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0, 6}}
 
 
 def test_propagate_tracks_and_stops_at_keyframes(square):
@@ -208,12 +208,12 @@ def test_cancel_midway_leaves_a_consistent_project(square):
     got = [next(gen) for _ in range(3)]
     gen.close()
     assert [t for t, _ in got] == [1, 2, 3]
-    assert s.project.masks.frames() == [0, 1, 2, 3]
+    assert s.masked_frames() == [0, 1, 2, 3]
     for t, ids in got:
         assert np.array_equal(s.mask(t), ids)
     s.save()
-    s2 = Session.open(s.project.folder, embedder=ColourEmbedder())
-    assert s2.project.masks.frames() == [0, 1, 2, 3]
+    s2 = Session.open(s.folder, embedder=ColourEmbedder())
+    assert s2.masked_frames() == [0, 1, 2, 3]
     # the rest can be propagated later from where it stopped
     assert [t for t, _ in s2.propagate(3, "forward")] == list(range(3, 12))  # 3 is no keyframe
     s2.close()
@@ -227,17 +227,17 @@ def test_snapshot_restore_round_trip(square):
     list(s.propagate(0, "forward"))
     s.click(5, obj.id, 5, 5)
     after = s.snapshot(range(12))
-    assert s._reference_keyframes([obj.id]) == {obj.id: {0}}  # 5 is a clicked correction
+    assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0}}  # 5 is a clicked correction
     s.restore(before)
-    assert s.project.masks.frames() == [0]
-    assert s.project.keyframes == {obj.id: {0}}
-    assert len(s.project.interactions) == 1
+    assert s.masked_frames() == [0]
+    assert s.keyframes() == {obj.id: {0}}
+    assert len(s.interactions()) == 1
     s.set_object_mask(5, obj.id, gt[5] == 1)  # after the undo, 5 is drawn whole: a full reference
-    assert s._reference_keyframes([obj.id]) == {obj.id: {0, 5}}
+    assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0, 5}}
     s.restore(after)
-    assert s.project.masks.frames() == list(range(12))
-    assert s.project.keyframes == {obj.id: {0, 5}}
-    assert s._reference_keyframes([obj.id]) == {obj.id: {0}}
+    assert s.masked_frames() == list(range(12))
+    assert s.keyframes() == {obj.id: {0, 5}}
+    assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0}}
     assert s.confidence(5)[obj.id] == 1.0
     assert jaccard(s.mask(3) == obj.id, gt[3] == 1) > 0.9
 
@@ -250,7 +250,7 @@ def test_save_open_round_trip_and_objects(square, tmp_path):
     s.update_object(a.id, name="dog", color=(1, 2, 3))
     s.remove_object(b.id)
     s.save()
-    s2 = Session.open(s.project.folder, embedder=ColourEmbedder())
+    s2 = Session.open(s.folder, embedder=ColourEmbedder())
     assert list(s2.objects) == [a.id]
     assert (s2.objects[a.id].name, s2.objects[a.id].color) == ("dog", (1, 2, 3))
     for t in range(12):
@@ -262,17 +262,17 @@ def test_save_open_round_trip_and_objects(square, tmp_path):
 
 def test_refiner_choice_is_kept_per_project(square):
     s, gt = square
-    assert s.refiner is None and s.refiner_name == "none"
+    assert s._refiner is None and s.refiner_name == "none"
     s.set_refiner("parts")
-    assert s.refiner_name == "parts" and s.project.dirty
+    assert s.refiner_name == "parts" and s.dirty
     obj = s.add_object()
     s.set_object_mask(0, obj.id, gt[0] == 1)
     assert len(list(s.propagate(0))) == 11  # the refiner runs on every propagated frame
     s.save()
-    s2 = Session.open(s.project.folder, embedder=ColourEmbedder())
-    assert s2.refiner_name == "parts" and s2.refiner is not None
+    s2 = Session.open(s.folder, embedder=ColourEmbedder())
+    assert s2.refiner_name == "parts" and s2._refiner is not None
     s2.set_refiner(None)
-    assert s2.refiner is None and s2.refiner_name == "none"
+    assert s2._refiner is None and s2.refiner_name == "none"
     with pytest.raises(ValueError, match="parts"):
         s2.set_refiner("no-such-refiner")
     s2.close()
@@ -327,3 +327,84 @@ def test_real_davis_sequence(davis_root, tmp_path):
         disagree = (s.probabilities(t)[obj.id] > 0.5) != (s.mask(t) == obj.id)
         assert disagree.mean() < 1e-4, disagree.mean()
     s.close()
+
+
+def test_save_as_takes_confidence_and_embeddings_to_the_new_folder(square, tmp_path):
+    s, gt = square
+    obj = s.add_object("square")
+    s.click(0, obj.id, *centre(gt[0]))
+    for _ in s.propagate(0, "forward"):
+        pass
+    conf = {t: s.confidence(t) for t in range(len(s))}
+    embedded = [t for t in range(len(s)) if s.is_embedded(t)]
+    old = s.folder
+    s.save_as(tmp_path / "copy")
+    assert s.folder == tmp_path / "copy" and not s.dirty
+    assert s.masked_frames() == list(range(12)) and s.keyframes() == {obj.id: {0}}
+    reopened = Session.open(tmp_path / "copy", embedder=ColourEmbedder())
+    try:
+        assert {t: reopened.confidence(t) for t in range(len(s))} == conf
+        assert [t for t in range(len(s)) if reopened.is_embedded(t)] == embedded
+        assert np.array_equal(reopened.embedding(3), s.embedding(3))
+    finally:
+        reopened.close()
+    s.click(5, obj.id, *centre(gt[5]), positive=False)  # later edits and saves go to the new folder
+    s.save()
+    assert Session.open(tmp_path / "copy", embedder=ColourEmbedder()).keyframes() == {obj.id: {0, 5}}
+    assert Session.open(old, embedder=ColourEmbedder()).keyframes() == {}  # the old folder keeps its last save
+
+
+def test_snapshot_is_stored_as_validated_data(square, tmp_path):
+    from engine import Snapshot
+    s, gt = square
+    obj = s.add_object("square")
+    s.click(0, obj.id, *centre(gt[0]))
+    for _ in s.propagate(0, "forward"):
+        pass
+    snap, before = s.snapshot(), s.mask(4)
+    back = Snapshot.from_bytes(snap.to_bytes(), "autosave")
+    assert back == snap
+    s.set_object_mask(4, obj.id, np.zeros(gt[4].shape, bool))
+    s.restore(back)
+    assert np.array_equal(s.mask(4), before) and before.any()
+    for bad in (b"", b"garbage", snap.to_bytes()[:200], snap.to_bytes().replace(b'"hidden": false', b'"hidden": 7')):
+        with pytest.raises(ProjectError, match="^autosave: "):
+            Snapshot.from_bytes(bad, "autosave")
+
+
+def test_the_shipped_schema_1_sample_opens_works_and_saves_as_schema_2(tmp_path):
+    import json
+    sample = json.loads((Path(__file__).resolve().parents[1] / "sample_projects" / Session.SAMPLE_NAME
+                         / "project.json").read_text())
+    assert sample["schema_version"] == 1  # what this test is about: the shipped file is the old schema
+    s = Session.open_sample_copy(tmp_path / "sample", embedder=ColourEmbedder())
+    try:
+        (bunny,) = s.objects
+        assert s.keyframes() == {bunny: {0}} and not s.dirty
+        x, y = centre(s.mask(0), bunny)
+        gen = s.propagate(0, "forward")
+        assert [next(gen)[0] for _ in range(2)] == [1, 2]
+        gen.close()
+        s.click(2, bunny, x, y)  # a click on a propagated frame: a corrected keyframe
+        assert s._annotation.reference_keyframes([bunny]) == {bunny: {0}}
+        s.save()
+        doc = json.loads((s.folder / "project.json").read_text())
+        assert doc["schema_version"] == 2
+        assert doc["keyframes"] == {str(bunny): {"full": [0], "corrected": [2]}}
+        again = Session.open(s.folder, embedder=ColourEmbedder())
+        assert again.keyframes() == {bunny: {0, 2}}
+        assert again._annotation.reference_keyframes([bunny]) == {bunny: {0}}
+        again.close()
+    finally:
+        s.close()
+
+
+def test_the_session_hands_out_no_internals(square):
+    s, _ = square
+    for name in ("project", "cache", "embedder", "config", "lock", "refiner", "tracked_masks"):
+        assert not hasattr(s, name), name
+    objects = s.objects
+    obj = s.add_object("a")
+    objects[obj.id] = None  # a copy: changing it changes nothing in the session
+    s.objects[obj.id].name = "b"
+    assert s.objects[obj.id].name == "a"

@@ -193,6 +193,20 @@ class EmbeddingCache:
                 self._lru.popitem(last=False)
         return emb
 
+    def copy_to(self, folder: str | Path) -> "EmbeddingCache":
+        """This cache in another folder (the project saved under a new name): the cached frames are copied,
+        so nothing is recomputed there; the data file stays sparse."""
+        other = EmbeddingCache(folder, self.video, self.embedder, self._lru_frames)
+        with self._lock:
+            self._sync()
+            for t in self.ready_frames().tolist():
+                if not other.has(t):
+                    raw = os.pread(self._fd, self.frame_bytes, t * self.frame_bytes)
+                    other._write(t, np.frombuffer(raw, "<f2").reshape(*self.grid, self.dim))
+        with other._lock:
+            other._sync()
+        return other
+
     def _compute_one(self, t: int) -> np.ndarray:
         emb = np.asarray(self.embedder.embed(self.video.frame(t)), np.float32)
         self._write(t, emb)

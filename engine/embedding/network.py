@@ -29,6 +29,7 @@ import json
 import math
 import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ INPUT_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 FEATURE_BLOCKS = (4, 10, 15)  # Lite0 block outputs: stride 8 (40 ch), stride 16 (112 ch), stride 32 (320 ch)
 FEATURE_CHANNELS = (40, 112, 320)
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "resources" / "embedding" / "head.pt"
+DEFAULT_WEIGHTS = Path(files("engine.resources") / "embedding" / "head.pt")  # resources/ in a checkout
 WEIGHTS_ENV = "VOS_EMBEDDING_WEIGHTS"
 
 

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.embedding.network import (FEATURE_CHANNELS, INPUT_MEAN, INPUT_STD, Backbone, EmbeddingHead,
-                                      append_coords, file_sha256, normalise_input, out_size, save_head,
-                                      tune_malloc)
+from engine.embedding.network import (DEFAULT_WEIGHTS, FEATURE_CHANNELS, INPUT_MEAN, INPUT_STD, Backbone,
+                                      EmbeddingHead, append_coords, file_sha256, normalise_input, out_size,
+                                      save_head, tune_malloc)
+from engine.progress import stage
 
 HOLDOUT = ("bmx-bumps", "drift-turn", "horsejump-low", "kite-walk", "soccerball", "stroller")
 IGNORE = 255
@@ -62,23 +63,28 @@ def cell_labels(mask: np.ndarray, padded_hw: tuple[int, int]) -> np.ndarray:
 
 
 def cache_features(davis_root: str | Path, cache_dir: str | Path, sequences: list[str] | None = None,
-                   backbone: Backbone | None = None, log=print, frame_step: int = 1) -> Path:
+                   backbone: Backbone | None = None, log=print, frame_step: int = 1, progress=None) -> Path:
     """Frozen backbone maps of frames 0, frame_step, 2 * frame_step, ... once: <cache_dir>/<seq>.f{i}.npy
     (f0: (T, 40, H/8, W/8), f1: (T, 112, H/16, W/16), f2: (T, 320, H/32, W/32) float16, padded grid;
-    labels: (T, H/8, W/8) uint8). Reused when already present and complete."""
+    labels: (T, H/8, W/8) uint8). Reused when already present and complete.
+    progress(done, total) per frame, frames already cached included."""
     davis_root, cache_dir = Path(davis_root), Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     sequences = sequences or list_sequences(davis_root)
     backbone = backbone or Backbone()
     tune_malloc()
     t0 = time.perf_counter()
-    for si, seq in enumerate(sequences):
+    all_paths = [_frames(davis_root, seq)[::frame_step] for seq in sequences]
+    total, counted = sum(len(p) for p in all_paths), 0
+    for si, (seq, paths) in enumerate(zip(sequences, all_paths)):
         done = cache_dir / f"{seq}.done"
-        paths = _frames(davis_root, seq)[::frame_step]
         record = {"frames": len(paths), "frame_step": frame_step, "version": FEATURE_CACHE_VERSION,
                   "input_mean": list(INPUT_MEAN), "input_std": list(INPUT_STD)}
         try:
             if json.loads(done.read_text()) == record:
+                counted += len(paths)
+                if progress is not None:
+                    progress(counted, total)
                 continue
         except (OSError, ValueError):
             pass
@@ -95,6 +101,9 @@ def cache_features(davis_root: str | Path, cache_dir: str | Path, sequences: lis
             for o, f in zip(outs, feats):
                 o[t] = f[0].numpy().astype(np.float16)
             labels[t] = cell_labels(read_mask(davis_root, seq, p.stem), feats[0].shape[-2:])
+            counted += 1
+            if progress is not None:
+                progress(counted, total)
         for o in outs:
             o.flush()
         np.save(cache_dir / f"{seq}.labels.npy", labels)
@@ -192,8 +201,9 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
                iters: int = 1500, pairs_per_iter: int = 4, anchors: int = 1024, ref_cells: int = 4096,
                lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, first_frame_ref: float = 0.5,
                max_gap: int = 40, init: str = "pca", center: bool = True, arch: str = "residual",
-               log=print, log_every: int = 100, on_log=None) -> EmbeddingHead:
+               log=print, log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
     """Train an EmbeddingHead on cached features with the PML triplet loss (seeded, deterministic on CPU).
+    progress(done, total) per iteration.
 
     Each iteration draws `pairs_per_iter` (reference, target) pairs from random training sequences; the
     reference is the first frame with probability `first_frame_ref`, else a frame at most `max_gap` away."""
@@ -232,6 +242,8 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
         opt.step()
         sched.step()
         running += float(loss.detach())
+        if progress is not None:
+            progress(it + 1, iters)
         if (it + 1) % log_every == 0 or it + 1 == iters:
             log(f"[train] iter {it + 1}/{iters} loss {running / ((it % log_every) + 1):.4f} "
                 f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -302,17 +314,20 @@ def validate(davis_root: Path, cache_dir: Path, embed_fn, sequences=HOLDOUT, k: 
             "frame_step": frame_step}
 
 
-def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, iters: int = 200,
+def train_embedding(davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0, iters: int = 200,
                     dim: int = 128, hidden: int = 128, margin: float = 0.3, lr: float = 3e-4,
                     first_frame_ref: float = 0.5,
                     feature_cache: str | Path = "/tmp/vos-pml-features", threads: int | None = None,
-                    validate_k: int = 10, train_frame_step: int = 2, log=print) -> dict:
+                    validate_k: int = 10, train_frame_step: int = 2, log=print, progress=None) -> dict:
     """Reproduce the shipped head: cache frozen Lite0 features of DAVIS 2016 train (hold-out sequences
     cached too, for validation only), train the head on the other sequences, validate by first-frame
-    kNN against the frozen-backbone baseline, write <out_dir>/head.pt and <out_dir>/training.json.
+    kNN against the frozen-backbone baseline, write <out_dir>/head.pt and <out_dir>/training.json
+    (default: beside the shipped head, i.e. resources/embedding in a checkout).
+    progress(stage, done, total): frames of "caching features", iterations of "training".
 
     Returns the record written to training.json."""
-    davis_root, out_dir, feature_cache = Path(davis_root), Path(out_dir), Path(feature_cache)
+    davis_root, feature_cache = Path(davis_root), Path(feature_cache)
+    out_dir = Path(out_dir) if out_dir is not None else DEFAULT_WEIGHTS.parent
     if threads:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -320,11 +335,13 @@ def train_embedding(davis_root: str | Path, out_dir: str | Path, seed: int = 0, 
     all_seqs = list_sequences(davis_root)
     train_seqs = [s for s in all_seqs if s not in HOLDOUT]
     val_seqs = [s for s in HOLDOUT if s in all_seqs]
-    cache_features(davis_root, feature_cache, val_seqs, log=log)  # every frame: validation
-    cache_features(davis_root, feature_cache, train_seqs, log=log, frame_step=train_frame_step)
+    cache_features(davis_root, feature_cache, val_seqs, log=log,  # every frame: validation
+                   progress=stage(progress, "caching validation features"))
+    cache_features(davis_root, feature_cache, train_seqs, log=log, frame_step=train_frame_step,
+                   progress=stage(progress, "caching training features"))
     t_feat = time.perf_counter() - t_start
     head = train_head(feature_cache, train_seqs, dim=dim, hidden=hidden, margin=margin, iters=iters, lr=lr,
-                      seed=seed, first_frame_ref=first_frame_ref, log=log)
+                      seed=seed, first_frame_ref=first_frame_ref, log=log, progress=stage(progress, "training"))
     t_train = time.perf_counter() - t_start - t_feat
     val = {"trained": validate(davis_root, feature_cache, head_embed_fn(head), val_seqs, k=validate_k),
            "trained_with_coords": validate(davis_root, feature_cache, head_embed_fn(head), val_seqs, k=validate_k,

@@ -13,6 +13,10 @@ import numpy as np
 
 from engine.errors import FormatError
 
+# Masks are decoded whole into memory: a few bytes of RLE can declare any size, so sizes are bounded (8K video fits).
+MAX_SIDE = 16384
+MAX_PIXELS = 8192 * 8192
+
 MaskSource = Callable[[int], np.ndarray] | Sequence[np.ndarray]
 ImageSource = Callable[[int], np.ndarray]
 Progress = Callable[[int, int], None] | None  # progress(done_frames, total_frames), called per frame
@@ -103,6 +107,13 @@ class TrackedMasks:
             self.frame_names = [str(n) for n in self.frame_names]
             if len(self.frame_names) != self.num_frames:
                 raise ValueError(f"{len(self.frame_names)} frame names for {self.num_frames} frames")
+        stems = [self.frame_stem(t) for t in range(self.num_frames)]
+        if len(set(stems)) != len(stems):  # savers name files after frames: two would become one file
+            seen: dict[str, int] = {}
+            t, first = next((t, seen[s]) for t, s in enumerate(stems) if seen.setdefault(s, t) != t)
+            raise FormatError(self.source if self.source is not None else self.name,
+                              f"video '{self.name}': frames {first} and {t} are both named '{stems[t]}'; "
+                              "their masks would be written to one file")
 
     @property
     def width(self) -> int:
@@ -156,6 +167,13 @@ class TrackedMasks:
                               f"frame {t}: image shape {img.shape} does not match the mask size "
                               f"{self.width}x{self.height}")
         return np.ascontiguousarray(img, dtype=np.uint8)
+
+
+def check_frame_size(width, height, path: str | Path, where: str) -> None:
+    """A declared frame size must be positive and at most MAX_SIDE per side and MAX_PIXELS in all."""
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
+        raise FormatError(path, f"{where}: frame size {width}x{height} is not a video frame size "
+                                f"(1..{MAX_SIDE} per side, at most {MAX_PIXELS} pixels)")
 
 
 def with_unknown_ids(objects: dict[int, ObjectMeta], mask: np.ndarray) -> dict[int, ObjectMeta]:

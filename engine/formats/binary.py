@@ -18,10 +18,14 @@ from engine.formats.coco import natural_key
 _FOLDER = re.compile(r"^(\d+)_(.*)$")
 
 
+def safe_name(name: str, fallback: str) -> str:
+    """`name` as one file name: characters unsafe in file names (path separators included) become "_"."""
+    return re.sub(r"[^\w.\- ]+", "_", name).strip(" .") or fallback
+
+
 def object_folder_name(obj: ObjectMeta) -> str:
-    """"<id>_<name>" with characters that are unsafe in file names replaced by "_"."""
-    safe = re.sub(r"[^\w.\- ]+", "_", obj.name).strip(" .") or "object"
-    return f"{obj.id}_{safe}"
+    """"<id>_<name>", the name made safe as a file name."""
+    return f"{obj.id}_{safe_name(obj.name, 'object')}"
 
 
 def save_binary_masks(masks: TrackedMasks, out_dir: str | Path, *, progress: Progress = None) -> list[Path]:

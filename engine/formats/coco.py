@@ -22,7 +22,7 @@ import numpy as np
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, check_frame_size
 from engine.formats.jsonfile import need, read_json
 
 
@@ -110,8 +110,8 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
     annotations = need(data, "annotations", path, "top level", list)
     cat_names = category_names(data, path)
     video_info = {}
-    for i, v in enumerate(data.get("videos") or []):
-        video_info[need(v, "id", path, f"videos[{i}]")] = v
+    for i, v in enumerate(optional_list(data, "videos", path)):
+        video_info[need(v, "id", path, f"videos[{i}]", (int, str))] = v
 
     groups: dict[object, list[dict]] = defaultdict(list)
     image_by_id: dict[int, tuple[object, dict]] = {}
@@ -119,8 +119,9 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
         where = f"images[{i}]"
         image_id = need(im, "id", path, where, (int, str))
         file_name = need(im, "file_name", path, where, str)
-        need(im, "width", path, where, int)
-        need(im, "height", path, where, int)
+        check_frame_size(need(im, "width", path, where, int), need(im, "height", path, where, int), path, where)
+        if "frame_id" in im:
+            need(im, "frame_id", path, where, int)
         if image_id in image_by_id:
             raise FormatError(path, f"{where}: duplicate image id {image_id}")
         if "video_id" in im:
@@ -133,7 +134,7 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
     anns_by_image: dict[object, list[tuple[int, dict]]] = defaultdict(list)
     for i, a in enumerate(annotations):
         where = f"annotations[{i}]"
-        image_id = need(a, "image_id", path, where)
+        image_id = need(a, "image_id", path, where, (int, str))
         need(a, "segmentation", path, where)
         if image_id not in image_by_id:
             raise FormatError(path, f"{where}: image_id {image_id} is not in 'images'")
@@ -144,6 +145,10 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
     for key, ims in groups.items():
         if all("frame_id" in im for im in ims):
             ims.sort(key=lambda im: im["frame_id"])
+            for a, b in zip(ims, ims[1:]):
+                if a["frame_id"] == b["frame_id"]:
+                    raise FormatError(path, f"images {a['id']} and {b['id']} of one video both have frame_id "
+                                            f"{a['frame_id']}")
         else:
             ims.sort(key=lambda im: natural_key(im["file_name"]))
         w, h = ims[0]["width"], ims[0]["height"]
@@ -152,6 +157,7 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
                 raise FormatError(path, f"image {im['id']} ({im['file_name']}) is {im['width']}x{im['height']} "
                                         f"but other frames of its video are {w}x{h}")
         info = video_info.get(key, {})
+        listed = optional_list(info, "objects", path)
         name = str(info.get("name") or PurePosixPath(ims[0]["file_name"]).parent.name or path.stem)
         if name in used_names:
             name = f"{name}_{key}"
@@ -170,14 +176,17 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
             oid_of = lambda t, k, a: k + 1  # noqa: E731
 
         objects: dict[int, ObjectMeta] = {}
-        for o in info.get("objects") or []:
-            raw = o.get("track_id") if isinstance(o, dict) else None
+        for o in listed:
+            if not isinstance(o, dict):
+                continue
+            raw = o.get("track_id")
             identity = all(k == v for k, v in id_map.items())
-            if raw in id_map or (identity and isinstance(raw, int) and not isinstance(raw, bool)
-                                 and 1 <= raw <= 255):
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                continue
+            if raw in id_map or (identity and 1 <= raw <= 255):
                 oid = id_map.get(raw, raw)
                 objects[oid] = ObjectMeta(oid, o.get("name", ""), o.get("category") or
-                                          cat_names.get(o.get("category_id"), "object"), o.get("color"))
+                                          category_of(cat_names, o.get("category_id")), o.get("color"))
         frame_rles: list[list[tuple[int, dict]]] = []
         for t, (im, frame) in enumerate(zip(ims, per_frame)):
             rles = []
@@ -185,7 +194,7 @@ def coco_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
                 oid = oid_of(t, k, a)
                 rles.append((oid, rle_utils.compressed(a["segmentation"], h, w, path, f"annotations[{i}]")))
                 if oid not in objects:
-                    objects[oid] = ObjectMeta(oid, a.get("name", ""), cat_names.get(a.get("category_id"), "object"))
+                    objects[oid] = ObjectMeta(oid, a.get("name", ""), category_of(cat_names, a.get("category_id")))
             frame_rles.append(rles)
         out.append(TrackedMasks(
             name=name, size=(w, h), objects=objects, frames=RleFrames(frame_rles, h, w, path),
@@ -210,12 +219,24 @@ class RleFrames:
         return m
 
 
-def category_names(data: dict, path: Path) -> dict[int, str]:
-    cats = data.get("categories") or []
-    if not isinstance(cats, list):
-        raise FormatError(path, "'categories' should be a list")
-    return {need(c, "id", path, f"categories[{i}]"): str(need(c, "name", path, f"categories[{i}]"))
-            for i, c in enumerate(cats)}
+def category_names(data: dict, path: Path) -> dict[int | str, str]:
+    return {need(c, "id", path, f"categories[{i}]", (int, str)): str(need(c, "name", path, f"categories[{i}]"))
+            for i, c in enumerate(optional_list(data, "categories", path))}
+
+
+def category_of(cat_names: dict, category_id) -> str:
+    """The name of a category id, "object" when it names none (or is not even an id)."""
+    return cat_names.get(category_id, "object") if isinstance(category_id, (int, str)) else "object"
+
+
+def optional_list(d: dict, key: str, path: Path) -> list:
+    """d[key] when present (null counts as absent), which must then be a list."""
+    v = d.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise FormatError(path, f"'{key}' should be a list, found {type(v).__name__}")
+    return v
 
 
 def track_id_map(raw_ids: list[int], path: Path, video: str) -> dict[int, int]:

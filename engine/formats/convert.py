@@ -1,26 +1,17 @@
 """Format detection and conversion between DAVIS, COCO, YouTube-VIS (and per-object binary masks)."""
 
+import shutil
 from pathlib import Path
 
+from engine.atomic import check_output_file, check_output_folder, publish, staged_output
 from engine.errors import FormatError
 from engine.formats.annotations import Progress, TrackedMasks
-from engine.formats.binary import _FOLDER, load_binary_masks, save_binary_masks
+from engine.formats.binary import _FOLDER, load_binary_masks, safe_name, save_binary_masks
 from engine.formats.coco import coco_from_dict, save_coco
 from engine.formats.davis import load_davis, save_davis
 from engine.formats.jsonfile import read_json
+from engine.formats.registry import EXPORT_FORMATS, format_name
 from engine.formats.youtube_vis import save_youtube_vis, youtube_vis_from_dict
-
-FORMATS = ("davis", "coco", "youtube-vis", "binary")
-_ALIASES = {"ytvis": "youtube-vis", "youtube_vis": "youtube-vis", "youtubevis": "youtube-vis", "vis": "youtube-vis"}
-JSON_NAMES = {"coco": "coco.json", "youtube-vis": "youtube-vis.json"}
-
-
-def format_name(name: str) -> str:
-    """Canonical format name (accepts ytvis/youtube_vis aliases); ValueError for unknown names."""
-    n = _ALIASES.get(name.lower(), name.lower())
-    if n not in FORMATS:
-        raise ValueError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
-    return n
 
 
 def detect_format(src: str | Path) -> str:
@@ -74,25 +65,46 @@ def convert(src: str | Path, dst: str | Path, to: str, *, src_format: str | None
          folder of per-object binary masks (detected, or forced with `src_format`).
     dst: for to="davis" the DAVIS root (Annotations/<seq>/ is written inside); for "coco" and
          "youtube-vis" the JSON file (an existing folder gets coco.json / youtube-vis.json inside);
-         for "binary" the output folder (one <seq>/ sub-folder per video when there are several).
+         for "binary" the output folder (one <seq>/ sub-folder per video when there are several, named
+         after the video with unsafe characters replaced).
     to:  "davis" | "coco" | "youtube-vis" | "binary".
     Every video in the source is converted; COCO/YouTube-VIS targets hold them all in one file.
     Masks are identical after the round trip; object names/categories are kept where the target
-    format can hold them. Raises FormatError naming the file on bad input.
+    format can hold them. The destination is checked before anything is read; the output is written
+    aside and moved into place whole, so a failure (a full disk) leaves `dst` as it was. Raises
+    FormatError naming the file on bad input, StorageError when the destination cannot be written.
     """
     to = format_name(to)
+    fmt = EXPORT_FORMATS[to]
     src, dst = Path(src), Path(dst)
+    if to in ("davis", "binary"):
+        check_output_folder(dst)
+    else:
+        check_output_file(dst)
     videos = load_any(src, src_format)
-    names = [v.name for v in videos]
+    for v in videos:
+        if v.num_frames == 0:
+            raise FormatError(v.source or src, f"video '{v.name}' has no frames")
+    names = [v.name for v in videos] if to != "binary" or len(videos) == 1 else \
+        [safe_name(v.name, "video") for v in videos]
     if to in ("davis", "binary") and len(set(names)) != len(names):
         raise FormatError(src, f"several videos share a name, they would overwrite each other: {names}")
     if to == "davis":
-        return save_davis(videos, dst, write_images=False, progress=progress)
+        with staged_output(dst) as stage:
+            if (dst / "meta.json").is_file():  # merged with, not replaced by, this export's entries
+                shutil.copyfile(dst / "meta.json", stage / "meta.json")
+            folders = save_davis(videos, stage, write_images=False, progress=progress)
+            return publish(stage, dst, folders + [stage / "meta.json"])[:-1]
     if to == "binary":
-        if len(videos) == 1:
-            return save_binary_masks(videos[0], dst, progress=progress)
-        return [p for v in videos for p in save_binary_masks(v, dst / v.name, progress=progress)]
+        with staged_output(dst) as stage:
+            if len(videos) == 1:
+                return publish(stage, dst, save_binary_masks(videos[0], stage, progress=progress))
+            written = [p for v, name in zip(videos, names)
+                       for p in save_binary_masks(v, stage / name, progress=progress)]
+            publish(stage, dst, [stage / name for name in names])
+            return [dst / p.relative_to(stage) for p in written]
     if dst.is_dir():
-        dst = dst / JSON_NAMES[to]
+        dst = dst / fmt.file_name
     save = save_coco if to == "coco" else save_youtube_vis
-    return [save(videos, dst, progress=progress)]
+    with staged_output(dst.parent) as stage:
+        return publish(stage, dst.parent, [save(videos, stage / dst.name, progress=progress)])

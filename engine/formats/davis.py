@@ -8,6 +8,7 @@ categories survive; DAVIS tools ignore it. Read: our own output, DAVIS 2017 pale
 """
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,9 +162,9 @@ def _load_sequence(folder: Path, root: Path | None, res: str | None, meta: dict 
         return m
 
     objects: dict[int, ObjectMeta] = {}
-    if meta and isinstance(meta.get("objects"), dict):
+    if isinstance(meta, dict) and isinstance(meta.get("objects"), dict):
         for k, o in meta["objects"].items():
-            if str(k).isdigit() and 1 <= int(k) <= 255 and isinstance(o, dict):
+            if re.fullmatch(r"[0-9]{1,3}", k) and 1 <= int(k) <= 255 and isinstance(o, dict):
                 objects[int(k)] = ObjectMeta(int(k), o.get("name", ""), o.get("category", "object"), o.get("color"))
     else:
         seen: set[int] = set()
@@ -203,7 +204,7 @@ def _read_meta(path: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}  # a foreign or broken meta.json only costs us object names
     videos = data.get("videos") if isinstance(data, dict) else None
     return videos if isinstance(videos, dict) else {}
@@ -214,8 +215,9 @@ def _update_meta(path: Path, entries: dict) -> None:
     if path.is_file():
         try:
             data = json.loads(path.read_bytes())
-        except (OSError, ValueError) as e:
-            raise FormatError(path, f"existing meta.json is unreadable, not overwriting it ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise FormatError(path, f"existing meta.json is unreadable, not overwriting it ({type(e).__name__})") \
+                from None
         if not isinstance(data, dict):
             raise FormatError(path, "existing meta.json is not a JSON object, not overwriting it")
     videos = data.setdefault("videos", {})

@@ -19,6 +19,8 @@ def read_json(path: str | Path) -> dict:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FormatError(path, f"malformed JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(path, "JSON nested too deeply to be an annotation file") from None
     if not isinstance(data, dict):
         raise FormatError(path, f"expected a JSON object at the top level, found {type(data).__name__}")
     return data

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list
-from engine.formats.coco import CategoryTable, RleFrames, category_names, track_id_map
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, check_frame_size
+from engine.formats.coco import CategoryTable, RleFrames, category_names, category_of, track_id_map
 from engine.formats.jsonfile import need, read_json
 
 
@@ -94,10 +94,11 @@ def youtube_vis_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
         where = f"videos[{i}]"
         vid = need(v, "id", path, where, (int, str))
         file_names = need(v, "file_names", path, where, list)
-        need(v, "width", path, where, int)
-        need(v, "height", path, where, int)
+        check_frame_size(need(v, "width", path, where, int), need(v, "height", path, where, int), path, where)
         if not all(isinstance(f, str) for f in file_names):
             raise FormatError(path, f"{where}: 'file_names' should be a list of strings")
+        if not file_names:
+            raise FormatError(path, f"{where}: the video has no frames ('file_names' is empty)")
         if vid in by_video:
             raise FormatError(path, f"{where}: duplicate video id {vid}")
         by_video[vid] = []
@@ -134,7 +135,7 @@ def youtube_vis_from_dict(data: dict, path: Path) -> list[TrackedMasks]:
             segs = a["segmentations"]
             if len(segs) != n:
                 raise FormatError(path, f"annotations[{i}]: {len(segs)} segmentations for a video of {n} frames")
-            objects[oid] = ObjectMeta(oid, a.get("name", ""), cat_names.get(a.get("category_id"), "object"),
+            objects[oid] = ObjectMeta(oid, a.get("name", ""), category_of(cat_names, a.get("category_id")),
                                       a.get("color"))
             for t, seg in enumerate(segs):
                 if seg is not None:

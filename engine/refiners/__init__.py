@@ -1,59 +1,52 @@
-"""Optional refiners of the engine's per-frame object probabilities, chosen by name.
+"""Optional refiners of the propagation's per-frame object probabilities, chosen by name.
 
     from engine.refiners import get_refiner, available_refiners
     r = get_refiner("parts")            # None for "none" / "" / None: the plain engine
-    r.start(references)                 # once per propagation run
-    probs = r.refine(ctx)               # per frame, see engine.refiners.base for the layout
+    Propagator(refiner=r)               # calls r.start(run), r.refine(frame), r.finish(): see base
 
-Every module in this package (other than base, helpers starting with "_" and "train_*") is imported on
-first use; a module registers its refiner class with `@register`. Adding a refiner = adding one module.
+Adding a refiner = one module with a `Refiner` subclass plus one entry in `REFINERS` below (and a training
+function there when it has weights to reproduce).
 """
 
 import importlib
-import pkgutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from engine.refiners.base import (
-    EngineAdapter, FrameContext, Reference, Refiner, normalise_probs, probs_to_ids, register,
-)
-from engine.refiners.base import _REGISTRY
+from engine.refiners.base import FrameContext, Reference, Refiner, Run, normalise_probs, with_background
+from engine.upsample import argmax_ids, grid_size
 
 __all__ = [
-    "EngineAdapter", "FrameContext", "Reference", "Refiner", "register", "normalise_probs", "probs_to_ids",
-    "available_refiners", "get_refiner", "train_refiner", "time_refiner", "NO_REFINER",
+    "FrameContext", "Reference", "Refiner", "Run", "normalise_probs", "with_background",
+    "available_refiners", "get_refiner", "train_refiner", "time_refiner", "NO_REFINER", "REFINERS",
 ]
 
+# name -> ("module:Class", "module:training function" or None); modules are imported on first use
+REFINERS = {
+    "modulation": ("engine.refiners.modulation:ModulationRefiner",
+                   "engine.refiners.train_modulation:train_modulation"),
+    "parts": ("engine.refiners.parts:PartsRefiner", None),
+}
 NO_REFINER = ("", "none", "off")
-_loaded = False
 
 
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base" or info.name.startswith(("_", "train_")):
-            continue
-        importlib.import_module(f"{__name__}.{info.name}")
-    _loaded = True
+def _load(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def available_refiners() -> list[str]:
     """Names accepted by `get_refiner`, sorted (the plain engine, "none", is not listed)."""
-    _load_all()
-    return sorted(_REGISTRY)
+    return sorted(REFINERS)
 
 
-def _refiner_class(name: str) -> type[Refiner]:
-    _load_all()
+def _entry(name: str) -> tuple[str, str | None]:
     try:
-        return _REGISTRY[name]
+        return REFINERS[name]
     except KeyError:
         raise ValueError(
-            f"unknown refiner {name!r}; available: {', '.join(sorted(_REGISTRY))} (or 'none')"
+            f"unknown refiner {name!r}; available: {', '.join(sorted(REFINERS))} (or 'none')"
         ) from None
 
 
@@ -64,15 +57,20 @@ def get_refiner(name: str | None, **options) -> Refiner | None:
     """
     if name is None or name.strip().lower() in NO_REFINER:
         return None
-    return _refiner_class(name.strip().lower())(**options)
+    return _load(_entry(name.strip().lower())[0])(**options)
 
 
-def train_refiner(name: str, davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0):
+def train_refiner(name: str, davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0,
+                  progress=None):
     """Reproduce a refiner's shipped weights from a DAVIS 2016 root (hold-out sequences excluded).
 
     Returns the path of the written weights. Raises ValueError for unknown names or refiners without weights.
+    progress(stage, done, total) as training goes.
     """
-    return _refiner_class(name).train(Path(davis_root), None if out_dir is None else Path(out_dir), seed=seed)
+    trainer = _entry(name)[1]
+    if trainer is None:
+        raise ValueError(f"refiner {name!r} has no weights to train")
+    return _load(trainer)(Path(davis_root), out_dir=None if out_dir is None else Path(out_dir), seed=seed, progress=progress)
 
 
 def time_refiner(name: str, frames=None, n: int = 20, size: tuple[int, int] = (854, 480), dim: int = 32) -> float:
@@ -101,21 +99,21 @@ def time_refiner(name: str, frames=None, n: int = 20, size: tuple[int, int] = (8
         return (((xx - cx) / (w * 0.12)) ** 2 + ((yy - cy) / (h * 0.2)) ** 2 <= 1).astype(np.uint8)
 
     def emb() -> np.ndarray:
-        e = rng.standard_normal(((h + 7) // 8, (w + 7) // 8, dim)).astype(np.float32)
+        e = rng.standard_normal((*grid_size(h, w), dim)).astype(np.float32)
         return e / np.linalg.norm(e, axis=2, keepdims=True)
 
     refs = [Reference(t=0, image=frames[0], ids=mask_at(0), embedding=emb())]
-    refiner.start(refs)
+    refiner.start(Run(references=refs))
     prev = refs[0].ids
     times = []
     for i in range(1, len(frames)):
         m = mask_at(i).astype(np.float32)
         coarse = 0.85 * m
         coarse[h // 4: h // 4 + h // 8, int(w * 0.8): int(w * 0.8) + w // 10] = 0.7  # a look-alike blob
-        ctx = FrameContext(t=i, image=frames[i], probs={1: coarse}, embedding=emb(), references=refs,
-                           prev_ids=prev, prev_t=i - 1)
+        ctx = FrameContext(t=i, image=frames[i], probs={1: coarse}, embedding=emb(), prev_ids=prev)
         t0 = time.perf_counter()
         out = refiner.refine(ctx)
         times.append((time.perf_counter() - t0) * 1000.0)
-        prev = probs_to_ids(out)
+        prev = argmax_ids(with_background(out, [0, 1]), [0, 1])
+    refiner.finish()
     return float(np.median(times[1:] if len(times) > 2 else times))

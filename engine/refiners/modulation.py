@@ -20,6 +20,7 @@ Weights: resources/refiners/modulation.pt (state dict + config, loaded with weig
 resources/refiners/modulation.json for how).
 """
 
+from importlib.resources import files
 from pathlib import Path
 
 import cv2
@@ -30,10 +31,10 @@ import torch.nn.functional as F
 
 from engine.threads import torch_threads
 from engine.refiners.base import (
-    FrameContext, Reference, Refiner, normalise_probs, reference_for, register,
+    FrameContext, Reference, Refiner, Run, normalise_probs, reference_for,
 )
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "refiners"
+RESOURCES = Path(files("engine.resources") / "refiners")  # resources/refiners in a checkout
 WEIGHTS = RESOURCES / "modulation.pt"
 SCALE = 4            # the network runs at 1/SCALE of the working size
 CROP = 64            # visual-modulator crop side
@@ -201,7 +202,6 @@ def load_model(path: str | Path = WEIGHTS) -> ModulatedRefiner:
     return model.eval()
 
 
-@register
 class ModulationRefiner(Refiner):
     name = "modulation"
     description = "OSMN-style modulated decoder: coarse map + image, visual and spatial modulators"
@@ -219,8 +219,11 @@ class ModulationRefiner(Refiner):
         self.references: list[Reference] = []
         self._scales: dict[int, torch.Tensor] = {}
 
-    def start(self, references: list[Reference]) -> None:
-        self.references = list(references)
+    def start(self, run: Run) -> None:
+        self.references = list(run.references)
+        self._scales = {}
+
+    def finish(self) -> None:
         self._scales = {}
 
     def _scales_for(self, obj_id: int, t: int, refs: list[Reference]) -> torch.Tensor | None:
@@ -233,7 +236,7 @@ class ModulationRefiner(Refiner):
                 self._scales[obj_id] = self.model.visual(crop)
         return self._scales[obj_id]
 
-    def refine_frame(self, ctx: FrameContext) -> dict[int, np.ndarray]:
+    def refine(self, ctx: FrameContext) -> dict[int, np.ndarray]:
         with torch_threads(1):  # small ops: splitting them over busy cores was 10-40x slower
             return self._refine(ctx)
 
@@ -241,7 +244,7 @@ class ModulationRefiner(Refiner):
         H, W = ctx.image.shape[:2]
         h4, w4 = quarter_size(H, W)
         h8, w8 = (h4 + 1) // 2, (w4 + 1) // 2
-        refs = ctx.references or self.references
+        refs = self.references
         image = None
         out: dict[int, np.ndarray] = {}
         for obj_id, coarse in ctx.probs.items():
@@ -276,9 +279,3 @@ class ModulationRefiner(Refiner):
             refined[Y0:Y1, X0:X1] = 1.0 / (1.0 + np.exp(-logit))
             out[obj_id] = refined
         return normalise_probs(out)
-
-    @classmethod
-    def train(cls, davis_root, out_dir=None, seed: int = 0):
-        from engine.refiners.train_modulation import train_modulation
-
-        return train_modulation(davis_root, out_dir=out_dir, seed=seed)

@@ -34,8 +34,9 @@ from sklearn.cluster import KMeans
 
 from engine.threads import torch_threads
 from engine.refiners.base import (
-    FrameContext, Reference, Refiner, normalise_probs, reference_for, register,
+    FrameContext, Reference, Refiner, Run, normalise_probs, reference_for,
 )
+from engine.upsample import STRIDE
 
 TRACK_SCALE = 0.5          # tracking runs on a grey image at this scale of the working size
 
@@ -80,11 +81,11 @@ def _clip_box(box: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def _cells(box: np.ndarray, shape_hw: tuple[int, int]) -> tuple[slice, slice]:
-    """Stride-8 embedding cells covering a working-size box."""
+    """Embedding-grid cells covering a working-size box."""
     x, y, bw, bh = box
     h, w = shape_hw
-    c0, c1 = int(x // 8), int(np.ceil((x + bw) / 8))
-    r0, r1 = int(y // 8), int(np.ceil((y + bh) / 8))
+    c0, c1 = int(x // STRIDE), int(np.ceil((x + bw) / STRIDE))
+    r0, r1 = int(y // STRIDE), int(np.ceil((y + bh) / STRIDE))
     return slice(max(r0, 0), min(max(r1, r0 + 1), h)), slice(max(c0, 0), min(max(c1, c0 + 1), w))
 
 
@@ -95,11 +96,10 @@ def _hsv_hist(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
 
 
-@register
 class PartsRefiner(Refiner):
     name = "parts"
     description = "FAVOS-style part tracking: gate retrieval by tracked part boxes, re-segment inside them"
-    grid_output = True      # its changes live at the embedding-grid scale; the engine upsamples edge-aware
+    grid_scale = True       # its changes live at the embedding-grid scale; the engine upsamples edge-aware
 
     def __init__(self, max_parts: int = 4, part_area: int = 56 * 56, search: float = 0.6,
                  min_corr: float = 0.25, drift_drop: float = 0.2, part_weight: float = 0.5,
@@ -122,23 +122,25 @@ class PartsRefiner(Refiner):
         self.references: list[Reference] = []
         self._objects: dict[int, _ObjectState] = {}
         self._prev_gray: np.ndarray | None = None
-        self._prev_t: int | None = None
 
     # ------------------------------------------------------------------------------------------ life cycle
-    def start(self, references: list[Reference]) -> None:
-        self.references = list(references)
+    def start(self, run: Run) -> None:
+        self.references = list(run.references)
         self._objects = {}
         self._prev_gray = None
-        self._prev_t = None
 
-    def refine_frame(self, ctx: FrameContext) -> dict[int, np.ndarray]:
+    def finish(self) -> None:
+        self._objects = {}
+        self._prev_gray = None
+
+    def refine(self, ctx: FrameContext) -> dict[int, np.ndarray]:
         with torch_threads(1):  # small ops: splitting them over busy cores was 10-40x slower
             return self._refine(ctx)
 
     def _refine(self, ctx: FrameContext) -> dict[int, np.ndarray]:
         h, w = ctx.image.shape[:2]
         gray = _gray_small(ctx.image)
-        refs = ctx.references or self.references
+        refs = self.references
         out: dict[int, np.ndarray] = {}
         for obj_id, coarse in ctx.probs.items():
             coarse = coarse.astype(np.float32, copy=False)
@@ -161,7 +163,6 @@ class PartsRefiner(Refiner):
                     self._objects[obj_id] = new
             out[obj_id] = refined
         self._prev_gray = gray
-        self._prev_t = ctx.t
         return normalise_probs(out)
 
     # ------------------------------------------------------------------------------------------ parts
@@ -357,8 +358,8 @@ class PartsRefiner(Refiner):
         pm = 1.0 / (1.0 + np.exp(-(s_fg - s_bg) / self.tau))
         pm = pm.reshape(rs.stop - rs.start, cs.stop - cs.start).astype(np.float32)
         # cells -> working pixels of the cell block, then cut to the box
-        y0, x0 = rs.start * 8, cs.start * 8
-        up = cv2.resize(pm, (pm.shape[1] * 8, pm.shape[0] * 8), interpolation=cv2.INTER_LINEAR)
+        y0, x0 = rs.start * STRIDE, cs.start * STRIDE
+        up = cv2.resize(pm, (pm.shape[1] * STRIDE, pm.shape[0] * STRIDE), interpolation=cv2.INTER_LINEAR)
         up = up[: h - y0, : w - x0]
         bx, by, bw, bh = p.box.round().astype(int)
         ys, xs = slice(max(by, y0), min(by + bh, y0 + up.shape[0])), slice(max(bx, x0), min(bx + bw, x0 + up.shape[1]))

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
+from engine.progress import stage
 from engine.refiners.modulation import (
     RESOURCES, ModulatedRefiner, gaussian_prior, object_crop, prep_image, quarter_size,
 )
@@ -43,10 +44,11 @@ CROP_HW = (64, 112)     # training window at 1/4 size (even, so the 1/8 prior cr
 # ----------------------------------------------------------------------------------------------- data
 
 def load_cache(davis_root: Path, sequences: list[str], cache_dir: Path | None = None, log=print,
-               embeddings: str = "frozen") -> list[dict]:
+               embeddings: str = "frozen", progress=None) -> list[dict]:
     """Per sequence: images (n, 3, h4, w4) float16 normalised, gt (n, h4, w4) float32 area fraction,
     crops (n, 3, 64, 64) float16; with cache_dir also the engine's coarse output `eng` (n, h4, w4) float16
-    and result `eng_ids` (n, h4, w4) bool (computed once, then read from cache_dir/<seq>.npz)."""
+    and result `eng_ids` (n, h4, w4) bool (computed once, then read from cache_dir/<seq>.npz).
+    progress(done, total) per sequence."""
     out = []
     for name in sequences:
         img_dir = davis_root / "JPEGImages" / "480p" / name
@@ -77,6 +79,8 @@ def load_cache(davis_root: Path, sequences: list[str], cache_dir: Path | None = 
             with np.load(path) as z:
                 entry["eng"], entry["eng_ids"] = z["eng"], z["eng_ids"]
         out.append(entry)
+        if progress is not None:
+            progress(len(out), len(sequences))
     return out
 
 
@@ -252,8 +256,10 @@ def make_batch(cache: list[dict], rng: np.random.Generator, batch: int, p_engine
 
 def train_modulation(davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0,
                      iterations: int = 2000, batch: int = 16, lr: float = 2e-3, p_engine: float = 0.8,
-                     cache_dir: str | Path | None = None, embeddings: str = "shipped", log=print) -> Path:
+                     cache_dir: str | Path | None = None, embeddings: str = "shipped", log=print,
+                     progress=None) -> Path:
     """Train and write `modulation.pt` + `modulation.json` into out_dir (default resources/refiners).
+    progress(stage, done, total): sequences of "loading sequences", iterations of "training".
 
     cache_dir keeps the engine's coarse maps between runs (default: <tmp>/vos-modulation-cache).
     Returns the weights path. Deterministic for a given seed (one torch thread)."""
@@ -275,7 +281,7 @@ def train_modulation(davis_root: str | Path, out_dir: str | Path | None = None, 
 
         head_sha = file_sha256(DEFAULT_WEIGHTS)[:16]
     cache = load_cache(davis_root, train_seqs, Path(cache_dir) / f"{embeddings}{head_sha and '-' + head_sha}",
-                       log=log, embeddings=embeddings)
+                       log=log, embeddings=embeddings, progress=stage(progress, "loading sequences"))
     log(f"cached {sum(len(c['gt']) for c in cache)} frames of {len(cache)} sequences "
         f"in {time.perf_counter() - t_start:.0f} s")
     model = ModulatedRefiner()
@@ -292,6 +298,8 @@ def train_modulation(davis_root: str | Path, out_dir: str | Path | None = None, 
         opt.step()
         sched.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if progress is not None:
+            progress(it + 1, iterations)
         if it % 100 == 0 or it == iterations - 1:
             with torch.no_grad():
                 base = F.binary_cross_entropy(coarse.clamp(1e-4, 1 - 1e-4), target).item()

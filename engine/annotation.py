@@ -1,0 +1,260 @@
+"""The annotation state of a project: masks, keyframes with their role, the interaction log, confidence.
+
+One rule decides what a propagation takes as references, and it lives here (`reference_keyframes`,
+`click_interactions`):
+
+- a keyframe is a frame the user edited for an object. Its role is FULL when its mask was drawn,
+  brushed, polygon-filled or set by hand: the whole mask is a reference. A click or scribble on a
+  frame whose mask came from a propagation makes it a CORRECTED keyframe: the rest of that mask was
+  never checked, so only the clicked spots are references there, until the frame is edited by hand;
+- an object whose keyframes are all corrected uses their whole masks after all (there is nothing else);
+- the clicks and scribbles on an object's keyframes add their embeddings to the object's references
+  (positive) or to the background's (negative); one whose keyframe was undone or removed no longer counts.
+
+Keyframes and the log are stored in the project (project.json, schema 2: see engine.project); confidence,
+a hint only, beside the embedding cache. Undo state is a `Snapshot` of some frames, kept as data.
+`Annotation` holds no lock: its owner (`engine.session.Session`) serialises the calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.atomic import atomic_write_json
+from engine.errors import ProjectError
+from engine.palette import decode_id_png, encode_id_png
+from engine.project import CORRECTED, FULL, KEYFRAME_ROLES, Interaction, ObjectInfo, Project
+
+RETRIEVAL_KINDS = ("click", "scribble")   # edits whose points are embedding references
+SNAPSHOT_FORMAT = "vos-snapshot-2"
+
+
+class Annotation:
+    """The editable state of one project (objects and video stay with the `Project`)."""
+
+    def __init__(self, project: Project, confidence: dict[int, dict[int, float]] | None = None):
+        self._project = project
+        self.masks = project.masks
+        self.confidence: dict[int, dict[int, float]] = confidence or {}  # {t: {obj: 0..1}}
+
+    # ------------------------------------------------------------------ keyframes
+    def keyframes(self) -> dict[int, set[int]]:
+        """{obj: its keyframes, whatever their role} (a copy)."""
+        return {o: set(roles) for o, roles in self._project.keyframes.items()}
+
+    def is_keyframe(self, obj: int, t: int) -> bool:
+        return t in self._project.keyframes.get(obj, {})
+
+    def reference_keyframes(self, objs) -> dict[int, set[int]]:
+        """{obj: keyframes whose whole mask is a propagation reference} (see the module doc)."""
+        out = {}
+        for o in objs:
+            roles = self._project.keyframes.get(o, {})
+            full = {t for t, role in roles.items() if role == FULL}
+            out[o] = full or set(roles)
+        return out
+
+    def click_interactions(self, objs) -> list[Interaction]:
+        """The objects' clicks and scribbles that are still references (on one of their keyframes)."""
+        return [it for it in self._project.interactions
+                if it.object_id in objs and it.kind in RETRIEVAL_KINDS and it.points
+                and self.is_keyframe(it.object_id, it.frame)]
+
+    def clicks_on(self, t: int, obj: int) -> list[Interaction]:
+        """The object's earlier clicks and scribbles on frame t."""
+        return [it for it in self._project.interactions
+                if it.frame == t and it.object_id == obj and it.kind in RETRIEVAL_KINDS]
+
+    def was_propagated(self, t: int) -> bool:
+        """Frame t holds the result of an earlier propagation (it has confidences)."""
+        return bool(self.confidence.get(t))
+
+    # ------------------------------------------------------------------ changes
+    def record_edit(self, t: int, obj: int, ids: np.ndarray, interaction: Interaction) -> None:
+        """Frame t's new ids after the user's edit of ``obj``: store them, make t a keyframe with its role,
+        log the edit, and mark the object sure there."""
+        roles = self._project.keyframes.setdefault(obj, {})
+        if interaction.kind not in RETRIEVAL_KINDS:
+            roles[t] = FULL          # painted or drawn by hand: the whole mask is meant
+        elif t not in roles:
+            was_propagated = self.confidence.get(t, {}).get(obj, 1.0) < 1.0 and (self.masks.get(t) == obj).any()
+            roles[t] = CORRECTED if was_propagated else FULL
+        self.masks.set(t, ids)
+        self._project.log(interaction)
+        self.confidence.setdefault(t, {})[obj] = 1.0
+
+    def record_propagated(self, t: int, ids: np.ndarray, confidence: dict[int, float]) -> None:
+        self.masks.set(t, ids)
+        self.confidence.setdefault(t, {}).update(confidence)
+
+    def remove_object(self, obj: int) -> None:
+        """Forget the object's pixels, keyframes and confidences (the interaction log is kept)."""
+        self._project.remove_object(obj)
+        for conf in self.confidence.values():
+            conf.pop(obj, None)
+
+    # ------------------------------------------------------------------ undo
+    def snapshot(self, frames=None) -> "Snapshot":
+        """State of ``frames`` (iterable of indices; None = every frame with a mask) for restore()."""
+        frames = self.masks.frames() if frames is None else sorted({int(t) for t in frames})
+        return Snapshot(
+            masks={t: (encode_id_png(self.masks.get(t)) if self.masks.has(t) else None) for t in frames},
+            objects={o: copy.copy(info) for o, info in self._project.objects.items()},
+            next_object_id=self._project.next_object_id,
+            keyframes={o: dict(roles) for o, roles in self._project.keyframes.items()},
+            interactions=list(self._project.interactions),
+            confidence={t: dict(self.confidence[t]) for t in frames if t in self.confidence},
+            frames=list(frames))
+
+    def restore(self, snap: "Snapshot") -> None:
+        """Put back the state captured by snapshot(): those frames' masks and confidences, objects,
+        keyframes with their roles, log."""
+        p = self._project
+        for t, data in snap.masks.items():
+            if data is None:
+                self.masks.delete(t)
+            else:
+                self.masks.set(t, decode_id_png(data, f"snapshot frame {t}"))
+            if t in snap.confidence:
+                self.confidence[t] = dict(snap.confidence[t])
+            else:
+                self.confidence.pop(t, None)
+        p.objects.clear()
+        p.objects.update({o: copy.copy(i) for o, i in snap.objects.items()})
+        p.next_object_id = max(p.next_object_id, snap.next_object_id)
+        p.keyframes = {o: dict(roles) for o, roles in snap.keyframes.items()}
+        p.interactions[:] = list(snap.interactions)
+        p.mark_dirty()
+
+    # ------------------------------------------------------------------ confidence file
+    def write_confidence(self, path: Path) -> None:
+        doc = {"frames": {str(t): {str(o): v for o, v in c.items()} for t, c in sorted(self.confidence.items())}}
+        try:
+            atomic_write_json(path, doc)
+        except OSError:
+            pass  # hints only; the project itself is saved
+
+
+def read_confidence(path: Path) -> dict[int, dict[int, float]]:
+    """The confidence hints written by `Annotation.write_confidence`; {} when absent or unreadable."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        return {int(t): {int(o): float(v) for o, v in c.items()} for t, c in doc["frames"].items()}
+    except Exception:  # absent or stale: confidences are only hints
+        return {}
+
+
+@dataclass
+class Snapshot:
+    """Undo state of some frames: their masks (PNG bytes, None = no mask), plus objects, keyframes with
+    their roles ({obj: {t: role}}), interaction log and confidences (all small).
+
+    `to_bytes` stores it as data, never as code: a zip of snapshot.json and masks/NNNNN.png;
+    `from_bytes` validates every field and raises ProjectError naming `where` for anything else."""
+    masks: dict
+    objects: dict
+    next_object_id: int
+    keyframes: dict
+    interactions: list
+    confidence: dict
+    frames: list
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "format": SNAPSHOT_FORMAT,
+            "frames": [int(t) for t in self.frames],
+            "masks": {str(t): data is not None for t, data in self.masks.items()},
+            "objects": [{**asdict(o), "color": list(o.color)} for o in self.objects.values()],
+            "next_object_id": int(self.next_object_id),
+            "keyframes": {str(o): {str(t): role for t, role in sorted(r.items())} for o, r in self.keyframes.items()},
+            "interactions": [{**asdict(i), "points": [list(p) for p in i.points]} for i in self.interactions],
+            "confidence": {str(t): {str(o): float(v) for o, v in c.items()} for t, c in self.confidence.items()},
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("snapshot.json", json.dumps(doc))
+            for t, data in self.masks.items():
+                if data is not None:
+                    z.writestr(f"masks/{int(t):05d}.png", data)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where) -> "Snapshot":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                doc = json.loads(z.read("snapshot.json"))
+                if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+                    raise ValueError(f"not a {SNAPSHOT_FORMAT} file")
+                masks = {}
+                for key, present in dict(doc["masks"]).items():
+                    t = _index(key)
+                    masks[t] = z.read(f"masks/{t:05d}.png") if _flag(present) else None
+                    if masks[t] is not None:
+                        decode_id_png(masks[t], f"{where}: frame {t}")
+            objects = {}
+            for o in doc["objects"]:
+                info = ObjectInfo(_index(o["id"]), _text(o["name"]), _text(o["category"]),
+                                  tuple(_byte(c) for c in o["color"]), _flag(o["hidden"]), _flag(o["locked"]))
+                if len(info.color) != 3:
+                    raise ValueError(f"object {info.id}: colour {o['color']!r}")
+                objects[info.id] = info
+            interactions = [Interaction(_text(i["kind"]), _index(i["frame"]), _index(i["object_id"]),
+                                        _flag(i["positive"]), [(_num(x), _num(y)) for x, y in i["points"]],
+                                        None if i["radius"] is None else _num(i["radius"]), _num(i["time"]))
+                            for i in doc["interactions"]]
+            return cls(
+                masks=masks, objects=objects, next_object_id=_index(doc["next_object_id"]),
+                keyframes={_index(o): {_index(t): _role(r) for t, r in dict(roles).items()}
+                           for o, roles in dict(doc["keyframes"]).items()},
+                interactions=interactions,
+                confidence={_index(t): {_index(o): _num(v) for o, v in dict(c).items()}
+                            for t, c in dict(doc["confidence"]).items()},
+                frames=[_index(t) for t in doc["frames"]])
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:
+            raise ProjectError(where, f"not a readable snapshot ({type(e).__name__}: {e})") from None
+
+
+def _index(v) -> int:
+    """A non-negative int, also from a JSON object key."""
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _byte(v) -> int:
+    if _index(v) > 255:
+        raise ValueError(f"expected 0..255, got {v!r}")
+    return v
+
+
+def _num(v) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _flag(v) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _text(v) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
+
+
+def _role(v) -> str:
+    if v not in KEYFRAME_ROLES:
+        raise ValueError(f"expected a keyframe role ({', '.join(KEYFRAME_ROLES)}), got {v!r}")
+    return v
