@@ -55,6 +55,8 @@ ACTIONS: list[ActionSpec] = [
     ActionSpec("undo", "&Undo", "Ctrl+Z", "edits.undo", "Edit", icon="SP_ArrowBack", toolbar=True),
     ActionSpec("redo", "&Redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "edits.redo", "Edit", icon="SP_ArrowForward",
                toolbar=True),
+    ActionSpec("clear_prompts", "Clear &Prompts on This Frame", "Shift+Del", "edits.clear_prompts", "Edit",
+               editing=True, tip="Delete every click and scribble of this frame and re-segment it"),
     ActionSpec("add_object", "&Add Object", "N", "edits.add_object", "Objects", editing=True,
                icon="SP_FileDialogNewFolder"),
     ActionSpec("remove_object", "&Remove Object", "Del", "edits.remove_selected_object", "Objects", editing=True),
@@ -118,6 +120,8 @@ MOUSE_HELP = [
     ("Wheel", "Zoom around the cursor"),
     ("Middle drag / Space + drag", "Pan"),
     ("Right click (click tools)", "Negative click"),
+    ("Hover a click or scribble marker + Delete", "Delete that prompt; the frame is re-segmented from the others"),
+    ("Right click on a marker", "Menu: delete this click / clear prompts on this frame"),
     ("Right drag (scribble, brush)", "Opposite sign: negative scribble / eraser"),
     ("Polygon tool", "Click vertices, double-click or Enter to fill; drag for a lasso; Backspace, Esc"),
 ]

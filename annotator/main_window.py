@@ -57,6 +57,8 @@ class MainWindow(QMainWindow):
         self.canvas.clicked.connect(self.edits.on_canvas_click)
         self.canvas.stroked.connect(self.edits.on_canvas_stroke)
         self.canvas.polygonDone.connect(self.edits.on_canvas_polygon)
+        self.canvas.promptDeleted.connect(self.edits.delete_prompt)
+        self.canvas.promptMenu.connect(self.edits.show_prompt_menu)
         self.canvas.cursorMoved.connect(self._on_cursor)
         self.canvas.playToggled.connect(self.view.toggle_play)
         self.canvas.zoomChanged.connect(lambda z: self.zoom_label.setText(f"{100 * z:.0f}%"))

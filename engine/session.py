@@ -26,6 +26,9 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.brush(t, obj_id, points, radius, erase=False) -> (H, W) uint8
     s.polygon(t, obj_id, points) -> (H, W) uint8
     s.set_object_mask(t, obj_id, mask_bool_HW) -> (H, W) uint8
+    s.prompts(t, obj_id=None) -> list[Prompt]         # the live clicks/scribbles on frame t, oldest first
+    s.delete_prompt(prompt_id) -> (H, W) uint8        # frame t re-segmented from the remaining edits
+    s.clear_prompts(t, obj_id=None) -> (H, W) uint8   # every prompt of frame t (of one object)
     s.add_objects_from_ids(t, ids_HW) -> {id in ids: new obj_id}  # a first-frame annotation
     s.propagation_span(t0, direction="both", objects=None) -> (first, last) | None
     s.propagate(t0, direction="both", objects=None) -> Iterator[(t, (H, W) uint8 ids)]
@@ -40,7 +43,9 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.close()
 
 Edits (click, scribble, brush, polygon, set_object_mask) log an Interaction and make frame t a
-keyframe of the object; which keyframes and clicks become propagation references is one rule, in
+keyframe of the object. A Prompt's id is its index in the interaction log and never changes; deleting
+one re-segments its frame from the object's mask there before its first edit and the remaining edits
+(so a frame whose prompts are all deleted is the propagated result again, and no keyframe). Which keyframes and clicks become propagation references is one rule, in
 engine/annotation.py (a click on a propagated mask corrects only the clicked spots). A click/scribble
 needs frame t's embedding: it is computed on demand when the background embedding pass has not reached
 t yet (~0.1 s once). Editing a locked object raises ProjectError.
@@ -72,14 +77,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from engine.annotation import Annotation, Snapshot, read_confidence
+from engine.annotation import RETRIEVAL_KINDS, Annotation, Prompt, Snapshot, read_confidence
 from engine.errors import ProjectError
 from engine.project import SAMPLE_PROJECT, Interaction, ObjectInfo, Project, open_sample_copy
 from engine import interaction as edits
 from engine.propagation import PropagationConfig, PropagationTask, Propagator, object_spans
 from engine.upsample import STRIDE, resize_ids
 
-__all__ = ["Session", "Snapshot"]
+__all__ = ["Prompt", "Session", "Snapshot"]
 
 CONFIDENCE_FILE = "confidence.json"
 EMBEDDING_LRU = 24  # frames kept in memory: a propagation's reference keyframes and its last frames
@@ -300,11 +305,12 @@ class Session:
         self._probs.pop(t, None)
         return new
 
-    def _known_refs(self, t: int, obj_id: int, emb: np.ndarray):
-        """Embeddings at this object's earlier click/scribble points on frame t: (pos, neg)."""
+    @staticmethod
+    def _known_refs(clicks, emb: np.ndarray):
+        """Embeddings at the points of these clicks/scribbles: (pos, neg), the extra references of the next one."""
         pos, neg = [], []
         h, w, _ = emb.shape
-        for it in self._annotation.clicks_on(t, obj_id):
+        for it in clicks:
             for x, y in it.points:
                 i, j = min(int(y) // STRIDE, h - 1), min(int(x) // STRIDE, w - 1)
                 (pos if it.positive else neg).append(emb[i, j])
@@ -316,7 +322,7 @@ class Session:
         with self._lock:
             self._check(t, obj_id)
             emb = self.embedding(t)
-            pos, neg = self._known_refs(t, obj_id, emb)
+            pos, neg = self._known_refs(self._annotation.clicks_on(t, obj_id), emb)
             new = edits.retrieve_edit(self._annotation.masks.get(t), emb, obj_id, points, positive,
                                       image=self.video.frame(t), locked=self._locked(),
                                       negatives=neg, positives=pos)
@@ -358,6 +364,57 @@ class Session:
             self._check(t, obj_id)
             new = edits.set_mask(self._annotation.masks.get(t), obj_id, mask, self._locked())
             return self._commit_edit(t, obj_id, new, "mask", True, [])
+
+    # ------------------------------------------------------------------ prompts
+    def prompts(self, t: int, obj_id: int | None = None) -> list[Prompt]:
+        """The live clicks and scribbles on frame t (of one object, or all), oldest first."""
+        self._check(t)
+        with self._lock:
+            return self._annotation.prompts(t, obj_id)
+
+    def delete_prompt(self, prompt_id: int) -> np.ndarray:
+        """Delete one click or scribble (KeyError for an unknown id) and re-segment its frame for its
+        object from the remaining edits. Returns that frame's ids."""
+        with self._lock:
+            it = self._annotation.prompt(prompt_id)
+            self._check(it.frame, it.object_id)
+            self._annotation.delete_prompts([prompt_id])
+            return self._replay(it.frame, it.object_id)
+
+    def clear_prompts(self, t: int, obj_id: int | None = None) -> np.ndarray:
+        """Delete every click and scribble on frame t (of one object, else of all unlocked objects) and
+        re-segment the frame. Returns frame t's ids."""
+        with self._lock:
+            self._check(t, obj_id)
+            prompts = [p for p in self._annotation.prompts(t, obj_id) if p.object_id not in self._locked()]
+            self._annotation.delete_prompts([p.id for p in prompts])
+            for obj in sorted({p.object_id for p in prompts}):
+                self._replay(t, obj)
+            return self.mask(t)
+
+    def _replay(self, t: int, obj_id: int) -> np.ndarray:
+        """Frame t's ids with the object re-segmented: its base mask, then its remaining edits in order."""
+        state = self._annotation
+        _, base = state.base(t, obj_id)
+        ids = state.masks.get(t)
+        ids[(ids == obj_id) & ~base] = 0
+        ids[base & (ids == 0)] = obj_id
+        locked = self._locked()
+        done = []
+        for _, it in state.replay_edits(t, obj_id):
+            if it.kind in RETRIEVAL_KINDS:
+                emb = self.embedding(t)
+                pos, neg = self._known_refs(done, emb)
+                ids = edits.retrieve_edit(ids, emb, obj_id, it.points, it.positive, image=self.video.frame(t),
+                                          locked=locked, negatives=neg, positives=pos)
+                done.append(it)
+            elif it.kind in ("brush", "eraser"):
+                ids = edits.brush(ids, obj_id, it.points, it.radius, it.kind == "eraser", locked)
+            elif it.kind == "polygon":
+                ids = edits.polygon(ids, obj_id, it.points, locked)
+        state.set_replayed(t, obj_id, ids)
+        self._probs.pop(t, None)
+        return ids
 
     # ------------------------------------------------------------------ propagation
     def _objects_for(self, objects) -> list[int]:

@@ -1,0 +1,86 @@
+"""GUI tests for editable prompts (issue 14 phase 2): markers come from the engine, hover + Delete or the
+right-click menu deletes one and re-segments the frame, clearing a frame's prompts is one step, all undoable."""
+
+import numpy as np
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtTest import QTest
+
+from tests.test_annotator_support import _send, centre, click, open_window, view_pos, wait_idle
+from tests.test_annotator_support import home, messages, one_torch_thread, project, window  # noqa: F401 (fixtures)
+
+SQUARE_ID = 1
+
+
+def _hover(canvas, x, y):
+    _send(canvas, QEvent.Type.MouseMove, view_pos(canvas, x, y), Qt.MouseButton.NoButton, Qt.MouseButton.NoButton)
+
+
+def _two_clicks(window, qtbot, t=4):
+    """A positive click on the square and a negative one inside it, on frame t: (mask after the first, x, y
+    of the second)."""
+    canvas, doc = window.canvas, window.doc
+    window.view.goto_frame(t)
+    cx, cy = centre(t)
+    click(canvas, cx, cy)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    first = doc.mask(t).copy()
+    window.view.set_tool("click-")
+    click(canvas, cx + 8, cy + 8)
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert [(p.kind, p.positive) for p, _ in canvas._markers] == [("click", True), ("click", False)]
+    return first, cx + 8, cy + 8
+
+
+def test_delete_on_a_hovered_marker_deletes_that_click_and_resegments(window, qtbot):
+    canvas, doc = window.canvas, window.doc
+    first, nx, ny = _two_clicks(window, qtbot)
+    cut = doc.mask(4).copy()
+    assert not np.array_equal(cut, first)                 # the negative click changed the mask
+    ids = [p.id for p, _ in canvas._markers]
+    canvas.setFocus()
+    _hover(canvas, nx, ny)
+    assert canvas.hovered is not None and not canvas.hovered.positive
+    QTest.keyClick(canvas, Qt.Key.Key_Delete)
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert list(doc.objects()) == [SQUARE_ID]            # Delete on a marker is not "remove object"
+    assert [p.id for p, _ in canvas._markers] == ids[:1]
+    assert np.array_equal(doc.mask(4), first)            # as if the negative click had never been made
+    assert doc.undo_stack.undoText() == "Delete Click − on square, frame 5"
+    window.edits.undo()
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert [p.id for p, _ in canvas._markers] == ids and np.array_equal(doc.mask(4), cut)
+    window.edits.redo()
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert [p.id for p, _ in canvas._markers] == ids[:1] and np.array_equal(doc.mask(4), first)
+
+
+def test_right_click_menu_clears_the_frames_prompts_and_a_reopened_project_shows_its_markers(
+        window, qtbot, project):
+    canvas, doc = window.canvas, window.doc
+    before = doc.mask(4).copy()
+    _, nx, ny = _two_clicks(window, qtbot)
+    _hover(canvas, nx, ny)
+    _send(canvas, QEvent.Type.MouseButtonPress, view_pos(canvas, nx, ny), Qt.MouseButton.RightButton,
+          Qt.MouseButton.RightButton)
+    menu = window.edits.prompt_menu
+    assert menu is not None and [a.text() for a in menu.actions()] == ["Delete this click",
+                                                                       "Clear prompts on this frame"]
+    assert len(doc.session.prompts(4)) == 2               # the right click made no negative click
+    menu.actions()[1].trigger()
+    menu.close()
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert canvas._markers == [] and np.array_equal(doc.mask(4), before)
+    assert 4 not in doc.keyframes().get(SQUARE_ID, set())
+    assert doc.undo_stack.undoText() == "Clear prompts, frame 5"
+    window.edits.undo()
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert len(canvas._markers) == 2
+    window.files.save()
+    window.interactive = False
+    window.close()
+    again = open_window(qtbot, project)                  # the engine keeps the prompts: they show again
+    again.view.goto_frame(4)
+    assert [(p.kind, p.positive) for p, _ in again.canvas._markers] == [("click", True), ("click", False)]
+    again.interactive = False
+    again.close()

@@ -1,0 +1,107 @@
+"""Prompts you can see and delete: Session.prompts / delete_prompt / clear_prompts (fast test embedder)."""
+
+import numpy as np
+import pytest
+
+from engine.annotation import Snapshot
+from engine.session import Prompt, Session
+from tests.test_propagation import ColourEmbedder, jaccard, square_video
+from tests.test_session import centre, write_frames
+
+@pytest.fixture
+def two(tmp_path):
+    """A session on 12 frames of a red square moving right, and its true masks."""
+    frames, gt = square_video(n=12)
+    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
+    yield s, gt
+    s.close()
+
+
+def test_deleting_a_click_resegments_the_frame_from_the_others(two):
+    s, gt = two
+    obj = s.add_object().id
+    red = centre(gt[3])
+    only_red = s.click(3, obj, *red).copy()
+    assert jaccard(only_red == obj, gt[3] == 1) > 0.9
+    stroke = [red, (red[0] + 4, red[1])]
+    cut = s.scribble(3, obj, stroke, positive=False)
+    assert (cut == obj).sum() < (only_red == obj).sum() / 2   # the negative scribble took the square away
+    prompts = s.prompts(3)
+    assert prompts == [Prompt(0, 3, obj, "click", True, (red,)), Prompt(1, 3, obj, "scribble", False, tuple(stroke))]
+    assert s.prompts(4) == [] and s.prompts(3, obj + 1) == []
+    ids = s.delete_prompt(prompts[1].id)
+    assert np.array_equal(ids, only_red) and np.array_equal(s.mask(3), only_red)   # as if never scribbled
+    assert [p.id for p in s.prompts(3)] == [0]
+    assert s.keyframes()[obj] == {3}
+    assert len(s.interactions()) == 2                       # the log keeps it (marked deleted): ids stay put
+    s.click(3, obj, 5, 5)
+    assert [p.id for p in s.prompts(3)] == [0, 2]
+    with pytest.raises(KeyError):
+        s.delete_prompt(1)                                   # already deleted
+    with pytest.raises(KeyError):
+        s.delete_prompt(99)
+
+
+def test_deleting_the_correction_of_a_propagated_frame_gives_the_propagation_back(two):
+    s, gt = two
+    obj = s.add_object().id
+    s.set_object_mask(0, obj, gt[0] == 1)
+    list(s.propagate(0, "forward"))
+    propagated, conf = s.mask(6).copy(), s.confidence(6)[obj]
+    assert conf < 1.0
+    s.click(6, obj, *centre(gt[6]), positive=False)         # a wrong correction: the square cut away
+    assert (s.mask(6) == obj).sum() < (propagated == obj).sum() / 2
+    assert s.keyframes()[obj] == {0, 6}
+    before = s.snapshot([6])
+    s.delete_prompt(s.prompts(6)[0].id)
+    assert np.array_equal(s.mask(6), propagated)
+    assert s.keyframes()[obj] == {0}                        # no edit left there: no keyframe
+    assert obj not in s.confidence(6)                        # not sure, not 1.0
+    assert s.propagation_span(0, "forward") == (1, 11)      # propagation may rewrite frame 6 again
+    after = s.snapshot([6])
+    s.restore(before)                                        # undo
+    assert s.keyframes()[obj] == {0, 6} and len(s.prompts(6)) == 1
+    assert (s.mask(6) == obj).sum() < (propagated == obj).sum() / 2
+    s.restore(after)                                         # redo
+    assert s.prompts(6) == [] and np.array_equal(s.mask(6), propagated)
+
+
+def test_prompts_and_bases_survive_saving_and_snapshots_as_data(two, tmp_path):
+    s, gt = two
+    obj = s.add_object().id
+    s.set_object_mask(0, obj, gt[0] == 1)
+    list(s.propagate(0, "forward"))
+    propagated = s.mask(5).copy()
+    s.click(5, obj, 5, 5)
+    s.click(5, obj, *centre(gt[5]), positive=False)
+    snap = Snapshot.from_bytes(s.snapshot([5]).to_bytes(), "test")
+    assert snap.bases == s.snapshot([5]).bases and snap.bases[obj][5][0] == 1   # its edits start at log index 1
+    s.save()
+    again = Session.open(s.folder, embedder=ColourEmbedder())
+    try:
+        assert again.prompts(5) == s.prompts(5) and len(again.prompts(5)) == 2
+        again.clear_prompts(5)
+        assert again.prompts(5) == [] and np.array_equal(again.mask(5), propagated)
+        again.save()
+    finally:
+        again.close()
+    third = Session.open(s.folder, embedder=ColourEmbedder())
+    assert third.prompts(5) == [] and 5 not in third.keyframes()[obj]
+    third.close()
+
+
+def test_clear_prompts_of_one_object_leaves_the_others(two):
+    s, gt = two
+    a, b = s.add_object().id, s.add_object().id
+    s.click(2, a, *centre(gt[2]))
+    s.update_object(a, locked=True)
+    s.click(2, b, *centre(gt[2]))                            # a keeps its (locked) pixels
+    s.update_object(a, locked=False)
+    ids = s.clear_prompts(2, b)
+    assert not (ids == b).any() and jaccard(ids == a, gt[2] == 1) > 0.9
+    assert [p.object_id for p in s.prompts(2)] == [a]
+    assert s.keyframes()[a] == {2} and s.keyframes()[b] == set()
+    s.click(2, b, 5, 5)
+    s.update_object(a, locked=True)
+    s.clear_prompts(2)                                       # a locked object keeps its prompts
+    assert [p.object_id for p in s.prompts(2)] == [a] and jaccard(s.mask(2) == a, gt[2] == 1) > 0.9
