@@ -84,6 +84,9 @@ ACTIONS: list[ActionSpec] = [
     ActionSpec("propagate_selected", "Propagate &Selected Object Only", "Ctrl+Shift+Return", "jobs.propagate",
                "Propagate", ("both", True), editing=True,
                tip="Propagate only the selected object, both ways from the current frame"),
+    ActionSpec("propagate_to", "Propagate &to Frame…", "Ctrl+T", "jobs.propagate_to", "Propagate", editing=True,
+               tip="Propagate from this frame up to a frame you choose, across keyframes (which stay as they are); "
+                   "or right-click the timeline: Propagate to here"),
     ActionSpec("cancel_job", "&Cancel Running Job", "Esc", "jobs.cancel", "Propagate", icon="SP_BrowserStop"),
     ActionSpec("play", "&Play / Pause", "Space", "view.toggle_play", "Navigate", icon="SP_MediaPlay"),
     ActionSpec("prev_frame", "Previous Frame", "Left", "view.step_frame", "Navigate", (-1,)),

@@ -77,14 +77,8 @@ class Document(QObject):
         return self.session.video.frame(t)
 
     def least_sure(self, oid: int | None = None, n: int = 50) -> list[int]:
-        """Frames most likely wrong, worst first: the engine's ranking over all objects, or one object's
-        (computed here from its confidence row: the engine ranks all objects together)."""
-        if oid is None:
-            return self.session.frames_most_likely_wrong(n)
-        conf = self.confidence[:, oid].copy()
-        conf[sorted(self.keyframes().get(oid, ()))] = np.nan     # what the user drew is not in doubt
-        frames = np.flatnonzero(~np.isnan(conf))
-        return [int(t) for t in frames[np.argsort(conf[frames], kind="stable")][:n]]
+        """Frames most likely wrong, worst first: the engine's ranking over all objects, or one object's."""
+        return self.session.frames_most_likely_wrong(n, None if oid is None else [oid])
 
     def frame_confidence(self, t: int, oid: int | None = None) -> float:
         """One object's confidence on frame t, or the lowest of all objects'; NaN = unknown."""

@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self.timeline.playToggled.connect(self.view.toggle_play)
         self.timeline.nextWrongRequested.connect(self.view.next_likely_wrong)
         self.timeline.strip.leastSureRequested.connect(self.view.next_likely_wrong)
+        self.timeline.strip.propagateToRequested.connect(self.jobs.propagate_to)
         self.timeline.frameEntered.connect(self.canvas.setFocus)
         central = QWidget()
         layout = QVBoxLayout(central)

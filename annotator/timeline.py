@@ -7,7 +7,7 @@ array (object present in frame t), confidence[id] an (N,) float array in [0, 1] 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QSpinBox, QStyle, QToolButton,
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMenu, QSlider, QSpinBox, QStyle, QToolButton,
                                QVBoxLayout, QWidget)
 
 RULER_H, LANE_H, CONF_H, GAP, MAX_LANES, GUTTER = 14, 9, 5, 4, 12, 96
@@ -25,6 +25,7 @@ class TimelineStrip(QWidget):
     coverage and keyframes (diamonds), and under it a band with its confidence (red = unsure)."""
     seek = Signal(int)
     leastSureRequested = Signal(int)      # object id whose name was clicked
+    propagateToRequested = Signal(int)    # right click, "Propagate to here": that frame
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -36,6 +37,7 @@ class TimelineStrip(QWidget):
         self.names: dict[int, str] = {}
         self.confidence: dict[int, np.ndarray] = {}   # {id: (N,) float, NaN = unknown}
         self.selected: int | None = None
+        self.menu: QMenu | None = None
         self.embedded: np.ndarray | None = None   # (N,) bool while the first embedding pass runs
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)   # a click takes focus from the frame box
@@ -163,7 +165,13 @@ class TimelineStrip(QWidget):
             if oid is not None:
                 self.leastSureRequested.emit(oid)
             return
-        self.seek.emit(self._frame_at(pos.x()))
+        t = self._frame_at(pos.x())
+        if event.button() == Qt.MouseButton.RightButton:
+            self.menu = QMenu(self)        # kept while it shows
+            self.menu.addAction(f"Propagate to here (frame {t + 1})", lambda: self.propagateToRequested.emit(t))
+            self.menu.popup(event.globalPosition().toPoint())
+            return
+        self.seek.emit(t)
 
     def mouseMoveEvent(self, event):
         pos = event.position()

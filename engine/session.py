@@ -30,12 +30,12 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.delete_prompt(prompt_id) -> (H, W) uint8        # frame t re-segmented from the remaining edits
     s.clear_prompts(t, obj_id=None) -> (H, W) uint8   # every prompt of frame t (of one object)
     s.add_objects_from_ids(t, ids_HW) -> {id in ids: new obj_id}  # a first-frame annotation
-    s.propagation_span(t0, direction="both", objects=None) -> (first, last) | None
-    s.propagate(t0, direction="both", objects=None) -> Iterator[(t, (H, W) uint8 ids)]
+    s.propagation_span(t0, direction="both", objects=None, until=None) -> (first, last) | None
+    s.propagate(t0, direction="both", objects=None, until=None) -> Iterator[(t, (H, W) uint8 ids)]
     s.mask(t) -> (H, W) uint8 ; s.native_mask(t) -> native-size ids
     s.probabilities(t) -> dict[obj_id, (H, W) float32]
     s.confidence(t) -> dict[obj_id, float]   # 0..1; {} for frames never propagated
-    s.frames_most_likely_wrong(n=10) -> list[int]              # lowest confidence first
+    s.frames_most_likely_wrong(n=10, objects=None) -> list[int]   # lowest confidence (of those objects) first
     s.snapshot(frames=None) -> Snapshot ; s.restore(snapshot)   # undo/redo; None = all masked frames
     s.save() ; s.save_as(folder) ; s.export(out_dir, fmt, progress=None) -> list[Path]
     Snapshot.to_bytes() -> bytes ; Snapshot.from_bytes(data, where) -> Snapshot   # undo state as data (autosave)
@@ -52,7 +52,9 @@ t yet (~0.1 s once). Editing a locked object raises ProjectError.
 
 propagate(t0, direction) recomputes, for each chosen unlocked object, only the frames between
 its keyframes around t0 ("forward": after t0, "backward": before, "both"; t0 itself too when it
-is not a keyframe of that object); keyframes and locked objects are never changed. A frame
+is not a keyframe of that object); keyframes and locked objects are never changed. With `until` (a frame
+index) it runs from t0 to that frame instead, across keyframes (which it skips), in the direction that
+reaches it ("both" means that one; the other direction is a ValueError). A frame
 that already holds an earlier propagation is fused with it, weighted by its distance to t0
 and to the object's other keyframes (bidirectional fusion; with that run's soft probabilities
 while the session still holds them, else its mask). It is a generator that writes each frame into the project before
@@ -436,21 +438,34 @@ class Session:
             cached = self._probs.get(t)
         return None if cached is None else (cached[0], cached[1].astype(np.float32))
 
-    def propagation_span(self, t0: int, direction: str = "both", objects=None) -> tuple[int, int] | None:
-        """(first, last) frames a propagate(t0, direction, objects) may rewrite, or None (nothing)."""
+    def _direction(self, t0: int, direction: str, until: int | None) -> str:
+        """The direction to run; with `until`, the one that reaches that frame."""
         self._check(t0)
+        if direction not in ("forward", "backward", "both"):
+            raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
+        if until is None:
+            return direction
+        self._check(until)
+        toward = "forward" if until >= t0 else "backward"
+        if direction not in ("both", toward):
+            raise ValueError(f"frame {until} is not {direction} of frame {t0}")
+        return toward
+
+    def propagation_span(self, t0: int, direction: str = "both", objects=None,
+                         until: int | None = None) -> tuple[int, int] | None:
+        """(first, last) frames a propagate(t0, direction, objects, until) may rewrite, or None (nothing)."""
+        direction = self._direction(t0, direction, until)
         spans = object_spans(self._annotation.keyframes(), self._objects_for(objects), t0,
-                             len(self.video), direction)
+                             len(self.video), direction, until)
         if not spans:
             return None
         return min(s[0] for s in spans.values()), max(s[1] for s in spans.values())
 
-    def propagate(self, t0: int, direction: str = "both", objects=None) -> Iterator[tuple[int, np.ndarray]]:
+    def propagate(self, t0: int, direction: str = "both", objects=None,
+                  until: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Generator of (t, ids) as frames are propagated and written; see module doc."""
-        self._check(t0)
-        if direction not in ("forward", "backward", "both"):
-            raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
-        return self._propagate(t0, direction, self._objects_for(objects))
+        direction = self._direction(t0, direction, until)
+        return self._propagate(t0, direction, self._objects_for(objects), until)
 
     def _task(self, objs: list[int]) -> PropagationTask:
         """The propagation's inputs: the annotation's references, read through this session."""
@@ -463,10 +478,10 @@ class Session:
             image=self.video.frame, click_refs=clicks, previous=state.was_propagated,
             previous_probs=self._grid_probs, reference_keyframes=state.reference_keyframes(objs))
 
-    def _propagate(self, t0, direction, objs):
+    def _propagate(self, t0, direction, objs, until):
         with self._lock:
             task = self._task(objs)
-        gen = self._propagator.run(task, t0, direction)
+        gen = self._propagator.run(task, t0, direction, until)
         start = time.perf_counter()
         count = 0
         try:
@@ -510,12 +525,14 @@ class Session:
         """{obj_id: 0..1} for frame t (1 = user-annotated here); {} if never propagated."""
         return dict(self._annotation.confidence.get(t, {}))
 
-    def frames_most_likely_wrong(self, n: int = 10) -> list[int]:
-        """Propagated frames with the lowest confidence of any object, worst first."""
+    def frames_most_likely_wrong(self, n: int = 10, objects=None) -> list[int]:
+        """Propagated frames with the lowest confidence of any object (of `objects`: ids, None = all),
+        worst first; an object's keyframes are not in doubt."""
         state = self._annotation
+        wanted = set(self._project.objects) if objects is None else set(objects) & set(self._project.objects)
         scored = []
         for t, conf in list(state.confidence.items()):
-            vals = [v for o, v in conf.items() if o in self._project.objects and not state.is_keyframe(o, t)]
+            vals = [v for o, v in conf.items() if o in wanted and not state.is_keyframe(o, t)]
             if vals:
                 scored.append((min(vals), t))
         scored.sort()

@@ -84,3 +84,31 @@ def test_right_click_menu_clears_the_frames_prompts_and_a_reopened_project_shows
     assert [(p.kind, p.positive) for p, _ in again.canvas._markers] == [("click", True), ("click", False)]
     again.interactive = False
     again.close()
+
+
+def test_propagate_to_a_chosen_frame_from_the_timeline_menu_and_the_dialog(window, qtbot, monkeypatch):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QInputDialog
+    doc, strip = window.doc, window.timeline.strip
+    x = int(strip._x(5.5))
+    QTest.mouseClick(strip, Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier,
+                     QPoint(x, strip.row_top(0) + 3))
+    assert doc.frame == 0                                  # the right click opened a menu, it did not seek
+    action = strip.menu.actions()[0]
+    assert action.text() == "Propagate to here (frame 6)"
+    action.trigger()
+    strip.menu.close()
+    wait_idle(qtbot, window)
+    assert doc.session.masked_frames() == [0, 1, 2, 3, 4, 5]
+    assert doc.undo_stack.undoText().startswith("Propagate 2-6")
+    window.view.goto_frame(8)
+    window.edits.on_canvas_click(*centre(8), True)          # a keyframe on the way
+    qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    key8 = doc.mask(8).copy()
+    window.view.goto_frame(5)
+    monkeypatch.setattr(QInputDialog, "getInt", staticmethod(lambda *a, **k: (10, True)))
+    window.actions_by_id["propagate_to"].trigger()          # Ctrl+T: asks for the frame (1-based)
+    wait_idle(qtbot, window)
+    assert doc.session.masked_frames() == list(range(10))
+    assert np.array_equal(doc.mask(8), key8)                # crossed, not rewritten
+    assert doc.frame == 5

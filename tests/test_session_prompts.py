@@ -105,3 +105,46 @@ def test_clear_prompts_of_one_object_leaves_the_others(two):
     s.update_object(a, locked=True)
     s.clear_prompts(2)                                       # a locked object keeps its prompts
     assert [p.object_id for p in s.prompts(2)] == [a] and jaccard(s.mask(2) == a, gt[2] == 1) > 0.9
+
+
+def test_propagate_until_a_chosen_frame_crosses_keyframes_and_stops_there(two):
+    from engine.propagation import object_spans
+    assert object_spans({1: {0, 8}}, [1], 0, 12, "forward", until=5) == {1: (1, 5)}
+    assert object_spans({1: {0, 8}}, [1], 0, 12, "forward", until=11) == {1: (1, 11)}
+    assert object_spans({1: {0, 8}}, [1], 8, 12, "backward", until=3) == {1: (3, 7)}
+    s, gt = two
+    obj = s.add_object().id
+    s.set_object_mask(0, obj, gt[0] == 1)
+    s.set_object_mask(8, obj, gt[8] == 1)
+    assert s.propagation_span(0, until=5) == (1, 5)
+    assert [t for t, _ in s.propagate(0, until=5)] == [1, 2, 3, 4, 5]
+    assert s.masked_frames() == [0, 1, 2, 3, 4, 5, 8]
+    key8 = s.mask(8).copy()
+    assert [t for t, _ in s.propagate(5, "forward", until=11)] == [5, 6, 7, 9, 10, 11]   # keyframe 8 skipped
+    assert np.array_equal(s.mask(8), key8)
+    for t in range(12):
+        assert jaccard(s.mask(t) == obj, gt[t] == 1) > 0.85, t
+    assert [t for t, _ in s.propagate(11, "backward", until=10)] == [11, 10]
+    with pytest.raises(ValueError):
+        s.propagation_span(5, "forward", until=2)
+    with pytest.raises(IndexError):
+        list(s.propagate(5, until=12))
+
+
+def test_least_sure_frames_of_one_object(two):
+    s, gt = two
+    a, b = s.add_object().id, s.add_object().id
+    s.set_object_mask(0, a, gt[0] == 1)
+    corner = np.zeros_like(gt[0], bool)
+    corner[:10, :10] = True
+    s.set_object_mask(0, b, corner)
+    list(s.propagate(0, "forward"))
+    s.set_object_mask(6, a, gt[6] == 1)                     # a is sure on 6 now, b is not
+    conf = {t: s.confidence(t) for t in range(1, 12)}
+    for objects, oid in (([a], a), ([b], b)):
+        ranked = s.frames_most_likely_wrong(20, objects)
+        expected = sorted((t for t in conf if not (oid == a and t == 6)), key=lambda t: (conf[t][oid], t))
+        assert ranked == expected
+    assert 6 in s.frames_most_likely_wrong(20, [b]) and 6 not in s.frames_most_likely_wrong(20, [a])
+    assert s.frames_most_likely_wrong(20) == sorted(
+        conf, key=lambda t: (min(v for o, v in conf[t].items() if not (o == a and t == 6)), t))
