@@ -65,6 +65,10 @@ class Document(QObject):
     def keyframes(self) -> dict[int, set[int]]:
         return self.session.keyframes()
 
+    def keyframe_info(self) -> dict[int, dict[int, str]]:
+        """{object id: {keyframe: why it is one}} (the engine's words: annotated, corrected, marked, absent)."""
+        return self.session.keyframe_info()
+
     def mask(self, t: int) -> np.ndarray:
         """(H, W) uint8 ids at working size."""
         return self.session.mask(t)

@@ -374,7 +374,7 @@ class MainWindow(QMainWindow):
     def refresh_timeline(self) -> None:
         doc = self.doc
         objs = doc.objects()
-        self.timeline.strip.set_data(doc.n, doc.coverage(), doc.keyframes(),
+        self.timeline.strip.set_data(doc.n, doc.coverage(), doc.keyframe_info(),
                                      {oid: tuple(o.color) for oid, o in objs.items()},
                                      {oid: o.name for oid, o in objs.items()},
                                      {oid: doc.confidence[:, oid] for oid in objs if oid < 256}, doc.selected)

@@ -6,7 +6,7 @@ may run off the GUI thread; while it runs, the session is busy and further edits
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QColorDialog, QMenu, QMessageBox
+from PySide6.QtWidgets import QColorDialog, QInputDialog, QMenu, QMessageBox
 
 from annotator import document
 from annotator.canvas import TOOLS
@@ -183,6 +183,48 @@ class EditsController(QObject):
         menu.addAction(f"Delete this {kind}", lambda: self.delete_prompt(prompt))
         menu.addAction("Clear prompts on this frame", self.clear_prompts)
         menu.popup(pos)
+
+    # -- keyframes -------------------------------------------------------------------------------
+    def toggle_keyframe(self) -> None:
+        """Mark the current frame a keyframe of the selected object (its mask is right), or unmark it."""
+        target = self._target()
+        if target:
+            t, oid = target
+            doc = self.w.doc
+            on = t not in doc.keyframes().get(oid, ())
+            name = doc.objects()[oid].name
+            self._run(f"{'Mark' if on else 'Unmark'} keyframe of {name}, frame {t + 1}", [t],
+                      lambda: doc.session.set_keyframe(t, oid, on))
+
+    def toggle_absent(self) -> None:
+        """Say the selected object is not on this frame (an empty keyframe), or take that back."""
+        target = self._target()
+        if target:
+            t, oid = target
+            doc = self.w.doc
+            absent = doc.keyframe_info().get(oid, {}).get(t) != "absent"
+            name = doc.objects()[oid].name
+            self._run(f"{name} {'absent' if absent else 'not absent'}, frame {t + 1}", [t],
+                      lambda: doc.session.set_absent(t, oid, absent))
+
+    def clear_mask(self, to: str = "frame") -> None:
+        """Erase the selected object on this frame ("frame"), from here to the end ("end"), or up to a
+        frame the user types ("ask")."""
+        target = self._target()
+        if not target:
+            return
+        t, oid = target
+        doc = self.w.doc
+        last = {"frame": t, "end": doc.n - 1}.get(to)
+        if last is None:
+            number, ok = QInputDialog.getInt(self.w, "Clear object", "Clear the object from this frame up to "
+                                             "frame:", t + 1, t + 1, doc.n)
+            if not ok:
+                return
+            last = number - 1
+        name = doc.objects()[oid].name
+        label = f"Clear {name}, frame {t + 1}" + (f"-{last + 1}" if last > t else "")
+        self._run(label, range(t, last + 1), lambda: doc.session.clear_mask(oid, t, last))
 
     # -- objects ---------------------------------------------------------------------------------
     def select_object(self, oid) -> None:

@@ -7,6 +7,9 @@ One rule decides what a propagation takes as references, and it lives here (`ref
   brushed, polygon-filled or set by hand: the whole mask is a reference. A click or scribble on a
   frame whose mask came from a propagation makes it a CORRECTED keyframe: the rest of that mask was
   never checked, so only the clicked spots are references there, until the frame is edited by hand;
+- a MARKED keyframe is a frame the user declared right as it is (a propagated mask they checked): a
+  whole reference too. An ABSENT keyframe says the object is not on that frame (occluded, out of view):
+  its mask is empty, propagation keeps it so and does not cross it, and it is no reference;
 - an object whose keyframes are all corrected uses their whole masks after all (there is nothing else);
 - the clicks and scribbles on an object's keyframes add their embeddings to the object's references
   (positive) or to the background's (negative); one whose keyframe was undone or removed, or that the
@@ -38,7 +41,7 @@ import numpy as np
 from engine.atomic import atomic_write_json
 from engine.errors import EngineError, ProjectError
 from engine.palette import decode_id_png, encode_id_png
-from engine.project import CORRECTED, FULL, KEYFRAME_ROLES, Interaction, ObjectInfo, Project
+from engine.project import ABSENT, CORRECTED, FULL, KEYFRAME_ROLES, MARKED, Interaction, ObjectInfo, Project
 
 RETRIEVAL_KINDS = ("click", "scribble")   # edits whose points are embedding references
 SNAPSHOT_FORMAT = "vos-snapshot-3"   # 3: interactions carry `deleted`, and the frames' prompt bases
@@ -76,9 +79,13 @@ class Annotation:
         out = {}
         for o in objs:
             roles = self._project.keyframes.get(o, {})
-            full = {t for t, role in roles.items() if role == FULL}
-            out[o] = full or set(roles)
+            full = {t for t, role in roles.items() if role in (FULL, MARKED)}
+            out[o] = full or {t for t, role in roles.items() if role != ABSENT}
         return out
+
+    def keyframe_roles(self) -> dict[int, dict[int, str]]:
+        """{obj: {t: role}} (a copy)."""
+        return {o: dict(roles) for o, roles in self._project.keyframes.items()}
 
     def click_interactions(self, objs) -> list[Interaction]:
         """The objects' clicks and scribbles that are still references (on one of their keyframes)."""
@@ -152,6 +159,8 @@ class Annotation:
         roles = self._project.keyframes.setdefault(obj, {})
         bases = self._project.prompt_bases.setdefault(obj, {})
         index = len(self._project.interactions)
+        if roles.get(t) == ABSENT:          # drawn on a frame marked absent: the object is there after all
+            del roles[t]
         if interaction.kind == "mask":      # a whole mask: later edits replay from it
             bases[t] = (index + 1, encode_id_png((ids == obj).astype(np.uint8)))
         elif t not in roles:                # the first edit: keep what it starts from
@@ -168,6 +177,40 @@ class Annotation:
     def record_propagated(self, t: int, ids: np.ndarray, confidence: dict[int, float]) -> None:
         self.masks.set(t, ids)
         self.confidence.setdefault(t, {}).update(confidence)
+
+    def set_keyframe(self, t: int, obj: int, on: bool) -> None:
+        """Mark frame t a keyframe of the object as it is (MARKED; an existing keyframe keeps its role), or
+        unmark it: its mask stays, a later propagation may rewrite it, its prompts are no longer listed."""
+        roles = self._project.keyframes.setdefault(obj, {})
+        if on and t not in roles:
+            roles[t] = MARKED
+            self._project.prompt_bases.setdefault(obj, {})[t] = (
+                len(self._project.interactions), encode_id_png((self.masks.get(t) == obj).astype(np.uint8)))
+            self.confidence.setdefault(t, {})[obj] = 1.0
+        elif not on and t in roles:
+            del roles[t]
+            self._project.prompt_bases.get(obj, {}).pop(t, None)
+            self.confidence.get(t, {}).pop(obj, None)
+        self._project.mark_dirty()
+
+    def clear(self, obj: int, frames, absent: bool = False) -> None:
+        """Erase the object on `frames`; they stop being its keyframes, or (absent) become ABSENT ones."""
+        roles = self._project.keyframes.setdefault(obj, {})
+        for t in frames:
+            if self.masks.has(t) and obj in self.masks.ids(t):
+                ids = self.masks.get(t)
+                ids[ids == obj] = 0
+                self.masks.set(t, ids)
+            self._project.prompt_bases.get(obj, {}).pop(t, None)
+            if absent:
+                roles[t] = ABSENT
+                self._project.prompt_bases.setdefault(obj, {})[t] = (
+                    len(self._project.interactions), encode_id_png(np.zeros(self.masks.get(t).shape, np.uint8)))
+                self.confidence.setdefault(t, {})[obj] = 1.0
+            else:
+                roles.pop(t, None)
+                self.confidence.get(t, {}).pop(obj, None)
+        self._project.mark_dirty()
 
     def remove_object(self, obj: int) -> None:
         """Forget the object's pixels, keyframes and confidences (the interaction log is kept)."""

@@ -64,7 +64,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 log = logging.getLogger(__name__)
 FULL, CORRECTED = "full", "corrected"  # keyframe roles, see engine.annotation
-KEYFRAME_ROLES = (FULL, CORRECTED)
+MARKED, ABSENT = "marked", "absent"    # set by the user: "this mask is right" / "the object is not here"
+KEYFRAME_ROLES = (FULL, CORRECTED, MARKED, ABSENT)
+ALWAYS_WRITTEN_ROLES = (FULL, CORRECTED)  # the others only when used, so such files still open in older apps
 
 
 @dataclass
@@ -263,7 +265,7 @@ class Project:
         self.video_ref = video_ref  # "video" as stored in project.json
         self.objects: dict[int, ObjectInfo] = {}
         self.next_object_id = 1
-        self.keyframes: dict[int, dict[int, str]] = {}  # {object id: {frame: FULL or CORRECTED}}
+        self.keyframes: dict[int, dict[int, str]] = {}  # {object id: {frame: one of KEYFRAME_ROLES}}
         self.interactions: list[Interaction] = []
         # {object id: {keyframe: (log index, PNG of its 0/1 mask)}}: the object's mask on that frame before the
         # edits logged from that index on, which deleting a prompt replays (see engine.annotation)
@@ -457,7 +459,8 @@ class Project:
             "num_frames": len(self.video),
             "objects": [{**asdict(o), "color": list(o.color)} for o in self.objects.values()],
             "next_object_id": self.next_object_id,
-            "keyframes": {str(k): {role: sorted(t for t, r in v.items() if r == role) for role in KEYFRAME_ROLES}
+            "keyframes": {str(k): {role: sorted(t for t, r in v.items() if r == role) for role in KEYFRAME_ROLES
+                                   if role in ALWAYS_WRITTEN_ROLES or role in v.values()}
                           for k, v in sorted(self.keyframes.items())},
             "interactions": [{**asdict(i), "points": [list(p) for p in i.points]} for i in self.interactions],
             "prompt_bases": {str(o): {str(t): {"since": since, "png": base64.b64encode(png).decode("ascii")}
@@ -777,8 +780,8 @@ def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
                 raise ProjectError(pj, f"{name}: key {_shown(key)} is not the id of an object")
             if name == "keyframes" and doc["schema_version"] >= ROLES_SINCE:
                 if not isinstance(value, dict) or set(value) - set(KEYFRAME_ROLES):
-                    raise ProjectError(pj, f"{name}.{key}: expected an object with the keys "
-                                           f"{' and '.join(KEYFRAME_ROLES)}, got {_shown(value)}")
+                    raise ProjectError(pj, f"{name}.{key}: expected an object with keys among "
+                                           f"{', '.join(KEYFRAME_ROLES)}, got {_shown(value)}")
                 lists = list(value.items())
             else:
                 lists = [("", value)]

@@ -16,6 +16,7 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.video -> VideoSource ; s.objects -> {obj_id: ObjectInfo} (copies) ; s.size_hw ; len(s)
     s.folder -> Path ; s.dirty -> bool ; s.masked_frames() -> list[int]
     s.keyframes() -> {obj_id: set[int]} ; s.interactions() -> list[Interaction]
+    s.keyframe_info() -> {obj_id: {t: "annotated" | "corrected" | "marked" | "absent"}}   # why each is one
     s.add_object(name=None, category="object", color=None) -> ObjectInfo
     s.update_object(obj_id, name=None, category=None, color=None, hidden=None, locked=None) -> ObjectInfo
     s.remove_object(obj_id) -> None
@@ -29,6 +30,9 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.prompts(t, obj_id=None) -> list[Prompt]         # the live clicks/scribbles on frame t, oldest first
     s.delete_prompt(prompt_id) -> (H, W) uint8        # frame t re-segmented from the remaining edits
     s.clear_prompts(t, obj_id=None) -> (H, W) uint8   # every prompt of frame t (of one object)
+    s.set_keyframe(t, obj_id, on) -> None              # mark (the mask is right as it is) / unmark
+    s.set_absent(t, obj_id, absent=True) -> (H, W) uint8   # the object is not on frame t: an empty keyframe
+    s.clear_mask(obj_id, first, last=None) -> list[int]   # erase it on first..last (None: first only)
     s.add_objects_from_ids(t, ids_HW) -> {id in ids: new obj_id}  # a first-frame annotation
     s.propagation_span(t0, direction="both", objects=None, until=None) -> (first, last) | None
     s.propagate(t0, direction="both", objects=None, until=None) -> Iterator[(t, (H, W) uint8 ids)]
@@ -81,7 +85,8 @@ import numpy as np
 
 from engine.annotation import RETRIEVAL_KINDS, Annotation, Prompt, Snapshot, read_confidence
 from engine.errors import ProjectError
-from engine.project import SAMPLE_PROJECT, Interaction, ObjectInfo, Project, open_sample_copy
+from engine.project import (ABSENT, CORRECTED, FULL, MARKED, SAMPLE_PROJECT, Interaction, ObjectInfo, Project,
+                            open_sample_copy)
 from engine import interaction as edits
 from engine.propagation import PropagationConfig, PropagationTask, Propagator, object_spans
 from engine.upsample import STRIDE, resize_ids
@@ -89,6 +94,7 @@ from engine.upsample import STRIDE, resize_ids
 __all__ = ["Prompt", "Session", "Snapshot"]
 
 CONFIDENCE_FILE = "confidence.json"
+KEYFRAME_REASONS = {FULL: "annotated", CORRECTED: "corrected", MARKED: "marked", ABSENT: "absent"}
 EMBEDDING_LRU = 24  # frames kept in memory: a propagation's reference keyframes and its last frames
 
 
@@ -195,6 +201,13 @@ class Session:
         """{obj_id: its keyframes} (a copy)."""
         with self._lock:
             return self._annotation.keyframes()
+
+    def keyframe_info(self) -> dict[int, dict[int, str]]:
+        """{obj_id: {keyframe: why it is one}}: "annotated" (drawn or clicked on an empty frame), "corrected"
+        (clicks on a propagated mask), "marked" (declared right by the user), "absent" (the object is not there)."""
+        with self._lock:
+            roles = self._annotation.keyframe_roles()
+        return {o: {t: KEYFRAME_REASONS[role] for t, role in sorted(rs.items())} for o, rs in roles.items()}
 
     def interactions(self) -> list[Interaction]:
         """The interaction log, oldest first (a copy)."""
@@ -366,6 +379,44 @@ class Session:
             self._check(t, obj_id)
             new = edits.set_mask(self._annotation.masks.get(t), obj_id, mask, self._locked())
             return self._commit_edit(t, obj_id, new, "mask", True, [])
+
+    # ------------------------------------------------------------------ keyframes
+    def set_keyframe(self, t: int, obj_id: int, on: bool = True) -> None:
+        """Mark frame t a keyframe of the object with its mask as it is (a whole propagation reference from
+        then on, never rewritten), or unmark it (its mask stays until a propagation rewrites it)."""
+        with self._lock:
+            self._check(t, obj_id)
+            self._annotation.set_keyframe(t, obj_id, bool(on))
+
+    def set_absent(self, t: int, obj_id: int, absent: bool = True) -> np.ndarray:
+        """The object is not on frame t (occluded, out of view; CVAT's "outside"): its pixels there are
+        erased and t becomes an empty keyframe, so propagation keeps it empty. absent=False undoes that
+        (t is no keyframe then). Returns frame t's ids."""
+        with self._lock:
+            self._check(t, obj_id)
+            if absent:
+                self._annotation.clear(obj_id, [t], absent=True)
+            elif self._annotation.keyframe_roles().get(obj_id, {}).get(t) == ABSENT:
+                self._annotation.set_keyframe(t, obj_id, False)
+            self._probs.pop(t, None)
+            return self.mask(t)
+
+    def clear_mask(self, obj_id: int, first: int, last: int | None = None) -> list[int]:
+        """Erase the object on frames first..last (inclusive; None: first only; len(s) - 1: to the end);
+        they are no keyframes of it any more. Returns the frames that changed."""
+        last = first if last is None else last
+        with self._lock:
+            self._check(first, obj_id)
+            self._check(last)
+            if last < first:
+                raise ValueError(f"the range {first}..{last} is empty")
+            state = self._annotation
+            frames = [t for t in range(first, last + 1)
+                      if obj_id in state.masks.ids(t) or state.is_keyframe(obj_id, t)]
+            state.clear(obj_id, frames)
+            for t in frames:
+                self._probs.pop(t, None)
+            return frames
 
     # ------------------------------------------------------------------ prompts
     def prompts(self, t: int, obj_id: int | None = None) -> list[Prompt]:

@@ -112,3 +112,55 @@ def test_propagate_to_a_chosen_frame_from_the_timeline_menu_and_the_dialog(windo
     assert doc.session.masked_frames() == list(range(10))
     assert np.array_equal(doc.mask(8), key8)                # crossed, not rewritten
     assert doc.frame == 5
+
+
+def test_keyframes_the_user_controls(window, qtbot, monkeypatch):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QInputDialog
+    doc, strip, act = window.doc, window.timeline.strip, window.actions_by_id
+    window.jobs.propagate("forward")
+    wait_idle(qtbot, window)
+    assert doc.session.masked_frames() == list(range(10))
+
+    def run(name):
+        act[name].trigger()
+        qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+
+    window.view.goto_frame(5)
+    run("toggle_keyframe")                                   # K: frame 5 is right as it is
+    window.view.goto_frame(7)
+    run("toggle_absent")                                     # A: occluded on frame 7
+    assert not (doc.mask(7) == SQUARE_ID).any()
+    assert doc.keyframe_info() == {SQUARE_ID: {0: "annotated", 5: "marked", 7: "absent"}}
+    assert doc.undo_stack.undoText() == "square absent, frame 8"
+    QTest.mouseMove(strip, QPoint(int(strip._x(5.5)), strip.row_top(0) + 3))
+    assert strip.toolTip() == "Frame 6 — square: keyframe (marked as right)"
+    QTest.mouseMove(strip, QPoint(int(strip._x(7.5)), strip.row_top(0) + 3))
+    assert strip.toolTip() == "Frame 8 — square: keyframe (object absent)"
+    window.view.goto_frame(2)
+    run("next_keyframe")                                     # "." and "," walk the selected object's keyframes
+    assert doc.frame == 5
+    run("next_keyframe")
+    assert doc.frame == 7
+    run("prev_keyframe")
+    assert doc.frame == 5
+    window.view.goto_frame(2)
+    run("clear_frame")                                       # Ctrl+Del
+    assert not (doc.mask(2) == SQUARE_ID).any() and (doc.mask(3) == SQUARE_ID).any()
+    window.view.goto_frame(8)
+    run("clear_to_end")                                      # Ctrl+Shift+Del
+    assert not any((doc.mask(t) == SQUARE_ID).any() for t in (8, 9))
+    window.view.goto_frame(3)
+    monkeypatch.setattr(QInputDialog, "getInt", staticmethod(lambda *a, **k: (5, True)))
+    run("clear_to")                                          # frames 4-5 (1-based)
+    assert not any((doc.mask(t) == SQUARE_ID).any() for t in (3, 4)) and (doc.mask(5) == SQUARE_ID).any()
+    assert doc.keyframe_info() == {SQUARE_ID: {0: "annotated", 5: "marked", 7: "absent"}}
+    assert doc.undo_stack.undoText() == "Clear square, frame 4-5"
+    for _ in range(3):
+        window.edits.undo()
+        qtbot.waitUntil(lambda: not window.edits.working(), timeout=60_000)
+    assert doc.keyframe_info() == {SQUARE_ID: {0: "annotated", 5: "marked", 7: "absent"}}
+    assert all((doc.mask(t) == SQUARE_ID).any() for t in (2, 3, 4, 8, 9))
+    window.view.goto_frame(5)
+    run("toggle_keyframe")                                   # K again: unmarked
+    assert 5 not in doc.keyframe_info()[SQUARE_ID]

@@ -148,3 +148,49 @@ def test_least_sure_frames_of_one_object(two):
     assert 6 in s.frames_most_likely_wrong(20, [b]) and 6 not in s.frames_most_likely_wrong(20, [a])
     assert s.frames_most_likely_wrong(20) == sorted(
         conf, key=lambda t: (min(v for o, v in conf[t].items() if not (o == a and t == 6)), t))
+
+
+def test_marked_absent_and_cleared_keyframes(two):
+    import json
+    s, gt = two
+    obj = s.add_object().id
+    s.set_object_mask(0, obj, gt[0] == 1)
+    list(s.propagate(0, "forward"))
+    s.set_keyframe(6, obj, True)                             # the user checked frame 6: right as it is
+    six = s.mask(6).copy()
+    s.set_absent(9, obj)                                     # occluded on 9
+    assert not (s.mask(9) == obj).any()
+    assert s.keyframe_info() == {obj: {0: "annotated", 6: "marked", 9: "absent"}}
+    assert s._annotation.reference_keyframes([obj]) == {obj: {0, 6}}   # absent is no reference
+    assert s.propagation_span(6, "forward") == (7, 8)       # propagation does not cross the absent frame
+    list(s.propagate(6, "both"))
+    assert np.array_equal(s.mask(6), six) and not (s.mask(9) == obj).any()
+    s.save()
+    doc = json.loads((s.folder / "project.json").read_text())
+    assert doc["keyframes"][str(obj)] == {"full": [0], "corrected": [], "marked": [6], "absent": [9]}
+    again = Session.open(s.folder, embedder=ColourEmbedder())
+    assert again.keyframe_info() == s.keyframe_info()
+    again.close()
+    before = s.snapshot(range(12))
+    assert s.clear_mask(obj, 4) == [4] and not (s.mask(4) == obj).any()
+    assert s.clear_mask(obj, 7, len(s) - 1) == [7, 8, 9, 10, 11]      # to the end: the absent one goes too
+    assert s.keyframe_info() == {obj: {0: "annotated", 6: "marked"}}
+    assert all(not (s.mask(t) == obj).any() for t in range(7, 12)) and (s.mask(5) == obj).any()
+    s.set_keyframe(6, obj, False)
+    assert s.propagation_span(0, "forward") == (1, 11)
+    s.restore(before)                                        # all of it is one undo step away
+    assert s.keyframe_info() == {obj: {0: "annotated", 6: "marked", 9: "absent"}}
+    assert (s.mask(4) == obj).any()
+    s.click(9, obj, *centre(gt[9]))                          # drawn on an absent frame: it is there after all
+    assert s.keyframe_info()[obj][9] == "annotated" and (s.mask(9) == obj).any()
+    assert s.set_absent(9, obj, False) is not None and s.keyframe_info()[obj][9] == "annotated"
+    s.set_absent(9, obj)
+    s.set_absent(9, obj, False)
+    assert 9 not in s.keyframe_info()[obj]
+    s.set_keyframe(6, obj, False)
+    s.set_keyframe(9, obj, False)
+    s.save()
+    doc = json.loads((s.folder / "project.json").read_text())
+    assert set(doc["keyframes"][str(obj)]) == {"full", "corrected"}    # unused roles are not written
+    with pytest.raises(ValueError):
+        s.clear_mask(obj, 5, 3)
