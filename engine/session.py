@@ -49,8 +49,10 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
 Edits (click, scribble, brush, polygon, set_object_mask) log an Interaction and make frame t a
 keyframe of the object. A Prompt's id is its index in the interaction log and never changes; deleting
 one re-segments its frame from the object's mask there before its first edit and the remaining edits
-(so a frame whose prompts are all deleted is the propagated result again, and no keyframe). Which keyframes and clicks become propagation references is one rule, in
-engine/annotation.py (a click on a propagated mask corrects only the clicked spots). A click/scribble
+(so a frame whose prompts are all deleted is the propagated result again, and no keyframe). The user
+also marks keyframes (set_keyframe), says an object is absent on a frame (set_absent: an empty keyframe
+that propagation keeps and does not cross) and clears masks (clear_mask). Which keyframes and clicks
+become propagation references is one rule, in engine/annotation.py (a click on a propagated mask corrects only the clicked spots). A click/scribble
 needs frame t's embedding: it is computed on demand when the background embedding pass has not reached
 t yet (~0.1 s once). Editing a locked object raises ProjectError.
 
@@ -66,10 +68,11 @@ yielding it; closing it (or just stopping iterating) cancels, and the frames don
 
 Threads: every method takes the session's re-entrant lock while it changes state, and a propagation
 takes it only per frame, so the GUI thread may call the read-only methods (mask, probabilities,
-confidence, is_embedded, embedded_count, masked_frames, keyframes, frames_most_likely_wrong, snapshot)
-while a worker propagates or embeds. embed() may run in its own worker at the same time as edits and
-propagation. Do not run two mutating calls (edits, propagate, restore, remove_object, save, save_as,
-export) at once from different threads: serialise them (the GUI does so with its own lock).
+confidence, is_embedded, embedded_count, masked_frames, keyframes, keyframe_info, prompts,
+frames_most_likely_wrong, snapshot) while a worker propagates or embeds. embed() may run in its own worker
+at the same time as edits and propagation. Do not run two mutating calls (edits, prompt deletions,
+keyframe changes, propagate, restore, remove_object, save, save_as, export) at once from different
+threads: serialise them (the GUI does so with its own lock).
 """
 
 from __future__ import annotations

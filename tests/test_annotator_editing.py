@@ -1,5 +1,5 @@
-"""GUI tests for editable prompts (issue 14 phase 2): markers come from the engine, hover + Delete or the
-right-click menu deletes one and re-segments the frame, clearing a frame's prompts is one step, all undoable."""
+"""GUI tests for issue 14 phase 2: markers come from the engine and can be deleted (hover + Delete, right-click
+menu), a frame's prompts cleared, keyframes marked / absent / cleared, propagation to a chosen frame; all undoable."""
 
 import numpy as np
 from PySide6.QtCore import QEvent, Qt
@@ -164,3 +164,15 @@ def test_keyframes_the_user_controls(window, qtbot, monkeypatch):
     window.view.goto_frame(5)
     run("toggle_keyframe")                                   # K again: unmarked
     assert 5 not in doc.keyframe_info()[SQUARE_ID]
+
+
+def test_help_lists_the_editing_actions(window):
+    window.actions_by_id["help"].trigger()
+    table = window.view.help_dialog.table
+    rows = {(table.item(r, 1).text(), table.item(r, 2).text()) for r in range(table.rowCount())}
+    assert {("Mark/Unmark Keyframe", "K"), ("Object Absent on This Frame", "A"),
+            ("Clear Object on This Frame", "Ctrl+Del"), ("Clear Object from Here to the End", "Ctrl+Shift+Del"),
+            ("Clear Prompts on This Frame", "Shift+Del"), ("Propagate to Frame", "Ctrl+T")} <= rows
+    actions = {table.item(r, 1).text() for r in range(table.rowCount())}
+    assert "Delete that prompt; the frame is re-segmented from the others" in actions
+    window.view.help_dialog.close()

@@ -1,4 +1,5 @@
-"""Prompts you can see and delete: Session.prompts / delete_prompt / clear_prompts (fast test embedder)."""
+"""Editing state beyond single edits (issue 14 phase 2): prompts, keyframes the user controls, propagating
+to a frame, per-object ranking, a COCO export that stands alone."""
 
 import numpy as np
 import pytest
@@ -194,3 +195,31 @@ def test_marked_absent_and_cleared_keyframes(two):
     assert set(doc["keyframes"][str(obj)]) == {"full", "corrected"}    # unused roles are not written
     with pytest.raises(ValueError):
         s.clear_mask(obj, 5, 3)
+
+
+def test_a_coco_export_stands_alone(two, tmp_path):
+    import shutil
+    import warnings
+
+    import cv2
+    from pycocotools.coco import COCO
+    s, gt = two
+    obj = s.add_object("square").id
+    s.set_object_mask(0, obj, gt[0] == 1)
+    list(s.propagate(0, "forward"))
+    [path] = s.export(tmp_path / "export", "coco")
+    moved = shutil.move(str(tmp_path / "export"), str(tmp_path / "elsewhere"))   # nothing else is needed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        coco = COCO(str(tmp_path / "elsewhere" / path.name))
+        images = coco.dataset["images"]
+        assert len(images) == 12 and len(coco.dataset["annotations"]) == 12
+        for im in images:
+            assert not im["file_name"].startswith("/")
+            frame = cv2.imread(str(tmp_path / "elsewhere" / im["file_name"]))
+            assert frame is not None and frame.shape[:2] == (im["height"], im["width"]), im["file_name"]
+            t = im["frame_id"]
+            assert np.abs(frame[..., ::-1].astype(int) - s.video.native_frame(t).astype(int)).mean() < 4
+            [ann] = coco.loadAnns(coco.getAnnIds(imgIds=[im["id"]]))
+            assert jaccard(coco.annToMask(ann) > 0, s.native_mask(t) == obj) > 0.99
+    assert moved
