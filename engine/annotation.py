@@ -45,6 +45,7 @@ from engine.project import ABSENT, CORRECTED, FULL, KEYFRAME_ROLES, MARKED, Inte
 
 RETRIEVAL_KINDS = ("click", "scribble")   # edits whose points are embedding references
 SNAPSHOT_FORMAT = "vos-snapshot-3"   # 3: interactions carry `deleted`, and the frames' prompt bases
+_SNAPSHOT_2 = "vos-snapshot-2"       # still read (autosaves of the version before)
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,10 @@ class Annotation:
 
     def set_replayed(self, t: int, obj: int, ids: np.ndarray) -> None:
         """Frame t's ids re-segmented from the base and the remaining edits; with none left, t is no
-        keyframe of the object any more (its mask is the base again, its confidence unknown)."""
+        keyframe of the object any more (its mask is the base again, its confidence unknown), unless
+        the user marked it one."""
         self.masks.set(t, ids)
-        if not self.replay_edits(t, obj):
+        if not self.replay_edits(t, obj) and self._project.keyframes.get(obj, {}).get(t) != MARKED:
             self._project.keyframes.get(obj, {}).pop(t, None)
             self._project.prompt_bases.get(obj, {}).pop(t, None)
             self.confidence.get(t, {}).pop(obj, None)
@@ -324,8 +326,12 @@ class Snapshot:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 doc = json.loads(z.read("snapshot.json"))
-                if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+                if not isinstance(doc, dict) or doc.get("format") not in (SNAPSHOT_FORMAT, _SNAPSHOT_2):
                     raise ValueError(f"not a {SNAPSHOT_FORMAT} file")
+                if doc["format"] == _SNAPSHOT_2:   # an autosave of the version before: no bases, nothing deleted
+                    doc["bases"] = {}
+                    for i in doc["interactions"]:
+                        i["deleted"] = False
                 masks = {}
                 for key, present in dict(doc["masks"]).items():
                     t = _index(key)

@@ -213,7 +213,7 @@ class Session:
         return {o: {t: KEYFRAME_REASONS[role] for t, role in sorted(rs.items())} for o, rs in roles.items()}
 
     def interactions(self) -> list[Interaction]:
-        """The interaction log, oldest first (a copy)."""
+        """The interaction log, oldest first (a copy); deleted prompts stay in it, marked `deleted`."""
         with self._lock:
             return list(self._project.interactions)
 

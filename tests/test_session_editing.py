@@ -177,6 +177,9 @@ def test_marked_absent_and_cleared_keyframes(two):
     assert s.clear_mask(obj, 7, len(s) - 1) == [7, 8, 9, 10, 11]      # to the end: the absent one goes too
     assert s.keyframe_info() == {obj: {0: "annotated", 6: "marked"}}
     assert all(not (s.mask(t) == obj).any() for t in range(7, 12)) and (s.mask(5) == obj).any()
+    s.click(6, obj, 5, 5)                                    # a marked frame stays marked through its prompts
+    s.clear_prompts(6)
+    assert s.keyframe_info()[obj][6] == "marked" and np.array_equal(s.mask(6), six)
     s.set_keyframe(6, obj, False)
     assert s.propagation_span(0, "forward") == (1, 11)
     s.restore(before)                                        # all of it is one undo step away
@@ -223,3 +226,30 @@ def test_a_coco_export_stands_alone(two, tmp_path):
             [ann] = coco.loadAnns(coco.getAnnIds(imgIds=[im["id"]]))
             assert jaccard(coco.annToMask(ann) > 0, s.native_mask(t) == obj) > 0.99
     assert moved
+
+
+def test_a_snapshot_of_the_version_before_still_reads(two):
+    """Autosaves written before prompt bases existed (vos-snapshot-2) open: nothing deleted, no bases."""
+    import io
+    import json
+    import zipfile
+    s, gt = two
+    obj = s.add_object().id
+    s.click(2, obj, *centre(gt[2]))
+    new = s.snapshot([2]).to_bytes()
+    old = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(new)) as src, zipfile.ZipFile(old, "w") as dst:
+        for name in src.namelist():
+            if name == "snapshot.json":
+                doc = json.loads(src.read(name))
+                doc["format"] = "vos-snapshot-2"
+                del doc["bases"]
+                for i in doc["interactions"]:
+                    del i["deleted"]
+                dst.writestr(name, json.dumps(doc))
+            elif not name.startswith("bases/"):
+                dst.writestr(name, src.read(name))
+    snap = Snapshot.from_bytes(old.getvalue(), "old autosave")
+    assert snap.bases == {} and [i.deleted for i in snap.interactions] == [False]
+    s.restore(snap)
+    assert len(s.prompts(2)) == 1 and np.array_equal(s.delete_prompt(0) == obj, np.zeros_like(gt[2], bool))
