@@ -85,11 +85,12 @@ class PropagationTask:
 
 
 def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
-                 direction: str) -> dict[int, tuple[int, int]]:
-    """Frames each object may rewrite: inclusive (lo, hi) around t0 bounded by its keyframes.
+                 direction: str, until: int | None = None) -> dict[int, tuple[int, int]]:
+    """Frames each object may rewrite: inclusive (lo, hi) around t0 bounded by its keyframes, or with
+    `until` (the last frame to write, in `direction`) from t0 to there, across keyframes.
 
-    A span may contain t0 when it is a keyframe in the middle ("both"): keyframes inside a span are
-    skipped by the propagation. Objects without keyframes get no span.
+    A span may contain keyframes (t0 in the middle for "both", or crossed on the way to `until`): keyframes
+    inside a span are skipped by the propagation. Objects without keyframes get no span.
     """
     if direction not in ("forward", "backward", "both"):
         raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
@@ -110,6 +111,8 @@ def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
             lo = lo_f
         elif direction == "backward":
             hi = hi_b
+        if until is not None:
+            lo, hi = (lo_f, until) if direction == "forward" else (until, hi_b)
         if t0 in kfs:  # a keyframe t0 is never rewritten; trim it off the ends
             lo = t0 + 1 if lo == t0 else lo
             hi = t0 - 1 if hi == t0 else hi
@@ -233,13 +236,14 @@ class Propagator:
         return out
 
     # ---------------------------------------------------------------- generator
-    def run(self, task: PropagationTask, t0: int, direction: str = "both") -> Iterator[FrameResult]:
-        """Yield FrameResult for every frame of the affected span, t0 outwards, forward first."""
+    def run(self, task: PropagationTask, t0: int, direction: str = "both",
+            until: int | None = None) -> Iterator[FrameResult]:
+        """Yield FrameResult for every frame of the affected span (see object_spans), t0 outwards, forward first."""
         n = task.n_frames
         if not 0 <= t0 < n:
             raise IndexError(f"frame {t0} out of range 0..{n - 1}")
         objs = [o for o in task.objects if o not in task.locked]
-        spans = object_spans(task.keyframes, objs, t0, n, direction)
+        spans = object_spans(task.keyframes, objs, t0, n, direction, until)
         if not spans:
             return
         pools, ref_frames = self.reference_pools(task, sorted(spans), t0)
