@@ -8,7 +8,7 @@ the main window turns them into engine edits.
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsItem, QGraphicsPathItem, QGraphicsPixmapItem,
                                QGraphicsScene, QGraphicsView)
@@ -36,6 +36,8 @@ class Canvas(QGraphicsView):
     clicked = Signal(int, int, bool)          # x, y, positive
     stroked = Signal(str, list, bool)         # tool, [(x, y), ...], positive
     polygonDone = Signal(list)                # [(x, y), ...] closed outline
+    promptDeleted = Signal(object)            # the hovered prompt, on Delete
+    promptMenu = Signal(object, QPoint)       # the hovered prompt, right-clicked; global position
     cursorMoved = Signal(int, int)            # x, y under the mouse (-1, -1 outside)
     playToggled = Signal()                    # space tapped without dragging
     zoomChanged = Signal(float)
@@ -95,7 +97,7 @@ class Canvas(QGraphicsView):
         self._frame.setVisible(not mask_only)
 
     def set_prompts(self, prompts, names: dict[int, str]) -> None:
-        """Markers of the frame's prompts (document.Prompt): clicks as green (positive) or red (negative)
+        """Markers of the frame's prompts (the engine's Prompt): clicks as green (positive) or red (negative)
         dots, scribbles as their strokes; `names` {object id: name} for the tooltips."""
         for _prompt, item in self._markers:
             self.scene().removeItem(item)
@@ -223,6 +225,9 @@ class Canvas(QGraphicsView):
             return
         x, y = self._scene_xy(event.position().toPoint())
         right = button == Qt.MouseButton.RightButton
+        if right and self.hovered is not None:     # a marker's menu, not a negative edit
+            self.promptMenu.emit(self.hovered, event.globalPosition().toPoint())
+            return
         if self.tool in ("click+", "click-"):
             if self._inside(x, y):
                 positive = (self.tool == "click+") != right
@@ -304,6 +309,9 @@ class Canvas(QGraphicsView):
             if key in _POLY_KEYS and self.tool == "polygon" and self._points:
                 event.accept()
                 return True
+            if key == Qt.Key.Key_Delete and self.hovered is not None and self.editable:
+                event.accept()       # Delete on a marker deletes the prompt, not the object
+                return True
         return super().event(event)
 
     def keyPressEvent(self, event):
@@ -313,6 +321,8 @@ class Canvas(QGraphicsView):
                 self._space, self._space_used = True, False
                 self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
             return
+        if key == Qt.Key.Key_Delete and self.hovered is not None and self.editable:
+            return self.promptDeleted.emit(self.hovered)
         if self.tool == "polygon" and self._points:
             if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
                 return self.finish_polygon()

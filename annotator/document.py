@@ -9,7 +9,6 @@ are kept in small arrays and filled incrementally so opening a long video stays 
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
 from annotator.undo import SnapshotCommand
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A click or scribble the GUI sent to the engine: drawn as a marker on its frame."""
-    frame: int
-    object_id: int
-    kind: str                          # "click" | "scribble"
-    positive: bool
-    points: tuple[tuple[int, int], ...]
 
 
 ASYNC_RESTORE_FRAMES = 16   # edits and undo/redo touching more frames than this run off the GUI thread
@@ -56,9 +45,6 @@ class Document(QObject):
         self.presence = np.zeros((self.n, 256), bool)      # presence[t, id]: object id has pixels in frame t
         self.confidence = np.full((self.n, 256), np.nan, np.float32)   # confidence[t, id]; NaN = unknown
         self.embedded = np.zeros(self.n, bool)     # filled by the window from the embedding job
-        # the prompts sent in this window, in order; undo steps carry them. The engine keeps its own log
-        # but does not list it yet, so a reopened project shows no markers for its earlier prompts.
-        self.prompts: tuple[Prompt, ...] = ()
         self._pending: list[int] = list(range(self.n))
         self._scan = QTimer(self, interval=0)
         self._scan.timeout.connect(self._scan_some)
@@ -79,26 +65,24 @@ class Document(QObject):
     def keyframes(self) -> dict[int, set[int]]:
         return self.session.keyframes()
 
+    def keyframe_info(self) -> dict[int, dict[int, str]]:
+        """{object id: {keyframe: why it is one}} (the engine's words: annotated, corrected, marked, absent)."""
+        return self.session.keyframe_info()
+
     def mask(self, t: int) -> np.ndarray:
         """(H, W) uint8 ids at working size."""
         return self.session.mask(t)
 
-    def prompts_on(self, t: int) -> list[Prompt]:
-        """The clicks and scribbles on frame t of objects that still exist, oldest first."""
-        return [p for p in self.prompts if p.frame == t and p.object_id in self.session.objects]
+    def prompts_on(self, t: int) -> list:
+        """The engine's live clicks and scribbles on frame t (engine Prompt, with its id), oldest first."""
+        return self.session.prompts(t)
 
     def frame_rgb(self, t: int) -> np.ndarray:
         return self.session.video.frame(t)
 
     def least_sure(self, oid: int | None = None, n: int = 50) -> list[int]:
-        """Frames most likely wrong, worst first: the engine's ranking over all objects, or one object's
-        (computed here from its confidence row: the engine ranks all objects together)."""
-        if oid is None:
-            return self.session.frames_most_likely_wrong(n)
-        conf = self.confidence[:, oid].copy()
-        conf[sorted(self.keyframes().get(oid, ()))] = np.nan     # what the user drew is not in doubt
-        frames = np.flatnonzero(~np.isnan(conf))
-        return [int(t) for t in frames[np.argsort(conf[frames], kind="stable")][:n]]
+        """Frames most likely wrong, worst first: the engine's ranking over all objects, or one object's."""
+        return self.session.frames_most_likely_wrong(n, None if oid is None else [oid])
 
     def frame_confidence(self, t: int, oid: int | None = None) -> float:
         """One object's confidence on frame t, or the lowest of all objects'; NaN = unknown."""
@@ -128,10 +112,9 @@ class Document(QObject):
             self.selectionChanged.emit(oid)
 
     # -- edits -----------------------------------------------------------------------------------
-    def apply(self, label: str, frames, fn, prompt: Prompt | None = None):
-        """Run `fn()` on the session under the lock as one undoable edit touching `frames`
-        (`prompt`: the click or scribble it sends, kept for its marker)."""
-        return self.record(label, self.run_edit(sorted(set(frames)), fn), prompt)
+    def apply(self, label: str, frames, fn):
+        """Run `fn()` on the session under the lock as one undoable edit touching `frames`."""
+        return self.record(label, self.run_edit(sorted(set(frames)), fn))
 
     def run_edit(self, frames, fn) -> dict:
         """Snapshot, run, snapshot (under the lock; callable from a worker thread)."""
@@ -148,15 +131,13 @@ class Document(QObject):
         return dict(frames=frames, before=before, after=after, result=result, ms=ms, engine_ms=engine_ms,
                     stats=stats)
 
-    def record(self, label: str, edit: dict, prompt: Prompt | None = None):
+    def record(self, label: str, edit: dict):
         """Push the undo command for an edit made by `run_edit` and tell the views."""
         select_before = self.selected
         new_id = getattr(edit["result"], "id", None)   # add_object returns the new ObjectInfo
         select_after = new_id if new_id in self.session.objects else select_before
-        prompts = (self.prompts, self.prompts + ((prompt,) if prompt else ()))
-        self.prompts = prompts[1]
         self.undo_stack.push(SnapshotCommand(self, label, edit["before"], edit["after"], edit["frames"],
-                                             select_after, select_before, prompts))
+                                             select_after, select_before))
         if edit["engine_ms"]:
             self.timingReported.emit(", ".join(f"{k} {v:.0f} ms" for k, v in edit["engine_ms"]))
         else:
@@ -167,13 +148,11 @@ class Document(QObject):
     def push_done(self, label: str, before, after, frames) -> None:
         """Record an edit a worker already made (a propagation), with its before/after snapshots."""
         frames = sorted(set(frames))
-        self.undo_stack.push(SnapshotCommand(self, label, before, after, frames, self.selected, self.selected,
-                                             (self.prompts, self.prompts)))
+        self.undo_stack.push(SnapshotCommand(self, label, before, after, frames, self.selected, self.selected))
         self._changed(frames, objects=False, stats=False)   # the stream already updated them
 
-    def restore(self, snapshot, frames, select=None, prompts=None) -> None:
-        """Put a snapshot back (undo/redo); big ones (a long propagation) go to the window's worker.
-        `prompts` (the markers' list at that step) is set with the masks, when they land."""
+    def restore(self, snapshot, frames, select=None) -> None:
+        """Put a snapshot back (undo/redo); big ones (a long propagation) go to the window's worker."""
         out = {}
 
         def work():   # on a worker for big snapshots: restoring and re-counting take a while
@@ -182,8 +161,6 @@ class Document(QObject):
                 out["stats"] = self.compute_stats(frames)
 
         def done():
-            if prompts is not None:
-                self.prompts = prompts
             self._restored(frames, select, out.get("stats"))
 
         if self.runner is None:

@@ -57,6 +57,8 @@ class MainWindow(QMainWindow):
         self.canvas.clicked.connect(self.edits.on_canvas_click)
         self.canvas.stroked.connect(self.edits.on_canvas_stroke)
         self.canvas.polygonDone.connect(self.edits.on_canvas_polygon)
+        self.canvas.promptDeleted.connect(self.edits.delete_prompt)
+        self.canvas.promptMenu.connect(self.edits.show_prompt_menu)
         self.canvas.cursorMoved.connect(self._on_cursor)
         self.canvas.playToggled.connect(self.view.toggle_play)
         self.canvas.zoomChanged.connect(lambda z: self.zoom_label.setText(f"{100 * z:.0f}%"))
@@ -65,6 +67,7 @@ class MainWindow(QMainWindow):
         self.timeline.playToggled.connect(self.view.toggle_play)
         self.timeline.nextWrongRequested.connect(self.view.next_likely_wrong)
         self.timeline.strip.leastSureRequested.connect(self.view.next_likely_wrong)
+        self.timeline.strip.propagateToRequested.connect(self.jobs.propagate_to)
         self.timeline.frameEntered.connect(self.canvas.setFocus)
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -371,7 +374,7 @@ class MainWindow(QMainWindow):
     def refresh_timeline(self) -> None:
         doc = self.doc
         objs = doc.objects()
-        self.timeline.strip.set_data(doc.n, doc.coverage(), doc.keyframes(),
+        self.timeline.strip.set_data(doc.n, doc.coverage(), doc.keyframe_info(),
                                      {oid: tuple(o.color) for oid, o in objs.items()},
                                      {oid: o.name for oid, o in objs.items()},
                                      {oid: doc.confidence[:, oid] for oid in objs if oid < 256}, doc.selected)

@@ -7,7 +7,7 @@ array (object present in frame t), confidence[id] an (N,) float array in [0, 1] 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSlider, QSpinBox, QStyle, QToolButton,
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMenu, QSlider, QSpinBox, QStyle, QToolButton,
                                QVBoxLayout, QWidget)
 
 RULER_H, LANE_H, CONF_H, GAP, MAX_LANES, GUTTER = 14, 9, 5, 4, 12, 96
@@ -20,22 +20,28 @@ def confidence_color(c: float) -> QColor:
     return QColor.fromHsvF(max(0.0, min(1.0, c)) * 0.33, 0.75, 0.85)
 
 
+KEYFRAME_WHY = {"annotated": "annotated", "corrected": "corrected by clicks on a propagated mask",
+                "marked": "marked as right", "absent": "object absent"}   # tooltip words per engine reason
+
+
 class TimelineStrip(QWidget):
     """Per object (up to MAX_LANES): its name (click: its next least-sure frame), a lane with its
-    coverage and keyframes (diamonds), and under it a band with its confidence (red = unsure)."""
+    coverage and keyframes (diamonds; hollow: absent there), and under it a band with its confidence (red = unsure)."""
     seek = Signal(int)
     leastSureRequested = Signal(int)      # object id whose name was clicked
+    propagateToRequested = Signal(int)    # right click, "Propagate to here": that frame
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.n = 1
         self.current = 0
         self.coverage: dict[int, np.ndarray] = {}
-        self.keyframes: dict[int, set[int]] = {}
+        self.keyframes: dict[int, dict[int, str]] = {}   # {id: {keyframe: why (the engine's keyframe_info)}}
         self.colors: dict[int, tuple[int, int, int]] = {}
         self.names: dict[int, str] = {}
         self.confidence: dict[int, np.ndarray] = {}   # {id: (N,) float, NaN = unknown}
         self.selected: int | None = None
+        self.menu: QMenu | None = None
         self.embedded: np.ndarray | None = None   # (N,) bool while the first embedding pass runs
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)   # a click takes focus from the frame box
@@ -110,8 +116,8 @@ class TimelineStrip(QWidget):
                     p.fillRect(QRectF(self._x(start), y, self._x(stop) - self._x(start), LANE_H), col)
             self._confidence_band(p, self.confidence.get(oid), y + LANE_H + 1)
             p.setPen(QPen(QColor(255, 255, 255), 1))
-            p.setBrush(QColor(255, 255, 255))
-            for t in self.keyframes.get(oid, ()):
+            for t, why in self.keyframes.get(oid, {}).items():
+                p.setBrush(Qt.BrushStyle.NoBrush if why == "absent" else QColor(255, 255, 255))   # absent: hollow
                 cx, cy = self._x(t + 0.5), y + LANE_H / 2
                 p.drawPolygon(QPolygonF([QPointF(cx, cy - 4), QPointF(cx + 3, cy),
                                          QPointF(cx, cy + 4), QPointF(cx - 3, cy)]))
@@ -163,7 +169,13 @@ class TimelineStrip(QWidget):
             if oid is not None:
                 self.leastSureRequested.emit(oid)
             return
-        self.seek.emit(self._frame_at(pos.x()))
+        t = self._frame_at(pos.x())
+        if event.button() == Qt.MouseButton.RightButton:
+            self.menu = QMenu(self)        # kept while it shows
+            self.menu.addAction(f"Propagate to here (frame {t + 1})", lambda: self.propagateToRequested.emit(t))
+            self.menu.popup(event.globalPosition().toPoint())
+            return
+        self.seek.emit(t)
 
     def mouseMoveEvent(self, event):
         pos = event.position()
@@ -180,7 +192,8 @@ class TimelineStrip(QWidget):
         if oid is not None:
             conf = self.confidence.get(oid)
             c = conf[t] if conf is not None and t < len(conf) else np.nan
-            text += f" — {name}: " + ("keyframe" if t in self.keyframes.get(oid, ()) else
+            why = self.keyframes.get(oid, {}).get(t)
+            text += f" — {name}: " + (f"keyframe ({KEYFRAME_WHY.get(why, why)})" if why else
                                       "not propagated" if np.isnan(c) else f"confidence {c:.2f}")
         self.setToolTip(text)
 

@@ -10,11 +10,9 @@ from PySide6.QtGui import QUndoCommand
 class SnapshotCommand(QUndoCommand):
     """Restores `before` on undo and `after` on redo; `frames` tells the views what to refresh."""
 
-    def __init__(self, doc, text: str, before, after, frames, select_after=None, select_before=None,
-                 prompts=(None, None)):
+    def __init__(self, doc, text: str, before, after, frames, select_after=None, select_before=None):
         super().__init__(text)
         self.doc, self.before, self.after = doc, before, after
-        self.prompts_before, self.prompts_after = prompts   # the Document's prompt list at each end
         self.frames = list(frames)
         self.select_before, self.select_after = select_before, select_after
         self._pushed = False
@@ -23,7 +21,7 @@ class SnapshotCommand(QUndoCommand):
         if not self._pushed:
             self._pushed = True
             return
-        self.doc.restore(self.after, self.frames, self.select_after, self.prompts_after)
+        self.doc.restore(self.after, self.frames, self.select_after)
 
     def undo(self) -> None:
-        self.doc.restore(self.before, self.frames, self.select_before, self.prompts_before)
+        self.doc.restore(self.before, self.frames, self.select_before)

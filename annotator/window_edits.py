@@ -6,7 +6,7 @@ may run off the GUI thread; while it runs, the session is busy and further edits
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QColorDialog, QMessageBox
+from PySide6.QtWidgets import QColorDialog, QInputDialog, QMenu, QMessageBox
 
 from annotator import document
 from annotator.canvas import TOOLS
@@ -21,6 +21,7 @@ class EditsController(QObject):
         self.w = window
         self.worker: CallJob | None = None   # the background edit or undo/redo, if one runs
         self._restores: list = []            # undo/redo steps waiting for it: (doc, fn, done)
+        self.prompt_menu: QMenu | None = None
 
     def working(self) -> bool:
         return self.worker is not None
@@ -55,15 +56,15 @@ class EditsController(QObject):
             return None
         return doc.frame, info.id
 
-    def _run(self, label, frames, fn, embed_frame=None, prompt=None):
+    def _run(self, label, frames, fn, embed_frame=None):
         """Apply an edit now; one touching many frames (removing an object) or a click/scribble on
         a frame without embedding yet (the engine embeds it first) runs in a worker instead."""
         doc = self.w.doc
         big = len(frames) > document.ASYNC_RESTORE_FRAMES
         if big or (embed_frame is not None and not doc.session.is_embedded(embed_frame)):
-            return self._run_async(label, frames, fn, embed_frame, prompt)
+            return self._run_async(label, frames, fn, embed_frame)
         try:
-            return doc.apply(label, frames, fn, prompt)
+            return doc.apply(label, frames, fn)
         except Exception as exc:  # engine refused (locked object, bad input): say so, keep going
             self.w.say(f"{label} failed: {describe(exc)}", STATUS_MS)
             return None
@@ -106,13 +107,13 @@ class EditsController(QObject):
         self._start(CallJob("restore", doc.lock, lambda _progress: fn(), parent=self, hold_lock=False),
                     ended, "Restoring frames…")
 
-    def _run_async(self, label, frames, fn, t, prompt) -> None:
+    def _run_async(self, label, frames, fn, t) -> None:
         doc = self.w.doc
         job = CallJob("edit", None, lambda _progress: doc.run_edit(sorted(set(frames)), fn), parent=self)
 
         def ended(status, error):
             if status == "finished" and self.w.doc is doc:
-                doc.record(label, job.result, prompt)
+                doc.record(label, job.result)
             elif status == "failed":
                 self.w.say(f"{label} failed: {error}", STATUS_MS)
 
@@ -130,8 +131,7 @@ class EditsController(QObject):
             t, oid = target
             s = self.w.doc.session
             self._run(self._step("click+" if positive else "click-", t, oid), [t],
-                      lambda: s.click(t, oid, x, y, positive=positive), embed_frame=t,
-                      prompt=document.Prompt(t, oid, "click", positive, ((x, y),)))
+                      lambda: s.click(t, oid, x, y, positive=positive), embed_frame=t)
 
     def on_canvas_stroke(self, kind: str, points: list, positive: bool) -> None:
         target = self._target()
@@ -141,8 +141,7 @@ class EditsController(QObject):
         s, radius = self.w.doc.session, self.w.brush_spin.value()
         if kind == "scribble":
             label = self._step("scribble+" if positive else "scribble-", t, oid)
-            self._run(label, [t], lambda: s.scribble(t, oid, points, positive=positive), embed_frame=t,
-                      prompt=document.Prompt(t, oid, "scribble", positive, tuple(map(tuple, points))))
+            self._run(label, [t], lambda: s.scribble(t, oid, points, positive=positive), embed_frame=t)
         else:
             label = self._step("brush" if positive else "eraser", t, oid)
             self._run(label, [t], lambda: s.brush(t, oid, points, radius, erase=not positive))
@@ -153,6 +152,79 @@ class EditsController(QObject):
             t, oid = target
             s = self.w.doc.session
             self._run(self._step("polygon", t, oid), [t], lambda: s.polygon(t, oid, points))
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def delete_prompt(self, prompt) -> None:
+        """Delete one click or scribble (a marker); the engine re-segments its frame from the others."""
+        doc = self.w.doc
+        if doc is None or self.w.session_busy():
+            return
+        info = doc.objects().get(prompt.object_id)
+        if info is None or info.locked:
+            return self.w.say("Unlock the object to delete its prompts.", STATUS_MS) if info else None
+        tool = f"{prompt.kind}{'+' if prompt.positive else '-'}"
+        label = f"Delete {self._step(tool, prompt.frame, prompt.object_id)}"
+        self._run(label, [prompt.frame], lambda: doc.session.delete_prompt(prompt.id), embed_frame=prompt.frame)
+
+    def clear_prompts(self) -> None:
+        """Delete every click and scribble on the current frame (one undo step)."""
+        doc = self.w.doc
+        if doc is None or self.w.session_busy():
+            return
+        t = doc.frame
+        if not doc.prompts_on(t):
+            return self.w.say(f"Frame {t + 1} has no clicks or scribbles.", STATUS_MS)
+        self._run(f"Clear prompts, frame {t + 1}", [t], lambda: doc.session.clear_prompts(t), embed_frame=t)
+
+    def show_prompt_menu(self, prompt, pos) -> None:
+        """The right-click menu of a marker (kept as `prompt_menu` while it shows)."""
+        kind = "click" if prompt.kind == "click" else "scribble"
+        self.prompt_menu = menu = QMenu(self.w)
+        menu.addAction(f"Delete this {kind}", lambda: self.delete_prompt(prompt))
+        menu.addAction("Clear prompts on this frame", self.clear_prompts)
+        menu.popup(pos)
+
+    # -- keyframes -------------------------------------------------------------------------------
+    def toggle_keyframe(self) -> None:
+        """Mark the current frame a keyframe of the selected object (its mask is right), or unmark it."""
+        target = self._target()
+        if target:
+            t, oid = target
+            doc = self.w.doc
+            on = t not in doc.keyframes().get(oid, ())
+            name = doc.objects()[oid].name
+            self._run(f"{'Mark' if on else 'Unmark'} keyframe of {name}, frame {t + 1}", [t],
+                      lambda: doc.session.set_keyframe(t, oid, on))
+
+    def toggle_absent(self) -> None:
+        """Say the selected object is not on this frame (an empty keyframe), or take that back."""
+        target = self._target()
+        if target:
+            t, oid = target
+            doc = self.w.doc
+            absent = doc.keyframe_info().get(oid, {}).get(t) != "absent"
+            name = doc.objects()[oid].name
+            self._run(f"{name} {'absent' if absent else 'not absent'}, frame {t + 1}", [t],
+                      lambda: doc.session.set_absent(t, oid, absent))
+
+    def clear_mask(self, to: str = "frame") -> None:
+        """Erase the selected object on this frame ("frame"), from here to the end ("end"), or up to a
+        frame the user types ("ask")."""
+        target = self._target()
+        if not target:
+            return
+        t, oid = target
+        doc = self.w.doc
+        last = {"frame": t, "end": doc.n - 1}.get(to)
+        if last is None:
+            number, ok = QInputDialog.getInt(self.w, "Clear object", "Clear the object from this frame up to "
+                                             "frame:", t + 1, t + 1, doc.n)
+            if not ok:
+                return
+            last = number - 1
+        name = doc.objects()[oid].name
+        label = f"Clear {name}, frame {t + 1}" + (f"-{last + 1}" if last > t else "")
+        self._run(label, range(t, last + 1), lambda: doc.session.clear_mask(oid, t, last))
 
     # -- objects ---------------------------------------------------------------------------------
     def select_object(self, oid) -> None:

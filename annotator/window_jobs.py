@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QInputDialog
 
 from annotator.workers import GeneratorJob, describe
 
@@ -59,6 +60,7 @@ class PendingPropagation:
     direction: str
     frame: int
     only_selected: bool
+    until: int | None = None
 
 
 class JobsController(QObject):
@@ -87,8 +89,22 @@ class JobsController(QObject):
         self._start(run, "Embedding frames")
 
     # -- propagation -----------------------------------------------------------------------------
-    def propagate(self, direction: str = "both", only_selected: bool = False) -> None:
-        """Propagate from the current frame (all unlocked objects, or only the selected one)."""
+    def propagate_to(self, frame: int | None = None) -> None:
+        """Propagate from the current frame to `frame` (0-based; None: ask), across keyframes."""
+        doc = self.w.doc
+        if doc is None:
+            return
+        if frame is None:
+            number, ok = QInputDialog.getInt(self.w, "Propagate to frame", "Propagate up to frame:",
+                                             doc.frame + 1, 1, doc.n)
+            if not ok:
+                return
+            frame = number - 1
+        self.propagate("forward" if frame >= doc.frame else "backward", until=frame)
+
+    def propagate(self, direction: str = "both", only_selected: bool = False, until: int | None = None) -> None:
+        """Propagate from the current frame (all unlocked objects, or only the selected one), to the
+        neighbouring keyframes or to frame `until`."""
         doc = self.w.doc
         if doc is None:
             return
@@ -100,12 +116,12 @@ class JobsController(QObject):
             objects = [doc.selected]
         if self.running is not None:
             if isinstance(self.running, Embedding):
-                self.pending = PendingPropagation(direction, doc.frame, only_selected)
+                self.pending = PendingPropagation(direction, doc.frame, only_selected, until)
                 self.w.say("Propagation starts as soon as the embeddings are ready.", 5000)
             return
         t0, s = doc.frame, doc.session
         try:
-            span = s.propagation_span(t0, direction, objects=objects)
+            span = s.propagation_span(t0, direction, objects=objects, until=until)
         except Exception as exc:
             span, why = None, describe(exc)
         else:
@@ -114,13 +130,15 @@ class JobsController(QObject):
             self.w.say(f"Nothing to propagate from frame {t0}: {why}.", 6000)
             return
         frames = list(range(span[0], span[1] + 1))
-        description = f"{direction}, {doc.objects()[doc.selected].name} only" if only_selected else direction
+        description = direction if until is None else f"{direction} to frame {until + 1}"
+        if only_selected:
+            description += f", {doc.objects()[doc.selected].name} only"
         run = Propagation(frames, description, doc.objects()[doc.selected].name if only_selected else None,
                           shown=t0, follow=self.w.propagation.follow_front())
 
         def make_gen(_thread):   # on the worker: snapshots of long spans take a moment
             run.before = s.snapshot(frames)          # one undo step for the whole run
-            return s.propagate(t0, direction=direction, objects=objects)
+            return s.propagate(t0, direction=direction, objects=objects, until=until)
 
         def finish(thread):
             run.after = s.snapshot(thread.seen)
@@ -148,7 +166,7 @@ class JobsController(QObject):
         pending, self.pending = self.pending, None
         if pending is not None and self.w.doc is not None:
             self.w.doc.set_frame(pending.frame)
-            self.propagate(pending.direction, pending.only_selected)
+            self.propagate(pending.direction, pending.only_selected, pending.until)
 
     # -- shared plumbing -------------------------------------------------------------------------
     def _start(self, run, label: str) -> None:

@@ -35,8 +35,12 @@ class ViewController(QObject):
             self.w.doc.set_frame(self.w.doc.frame + delta)
 
     def step_keyframe(self, direction: int) -> None:
+        """Go to the previous / next keyframe of the selected object (of any object when none is selected)."""
         doc = self.w.doc
-        keys = sorted(set().union(*doc.keyframes().values()))
+        if doc is None:
+            return
+        every = doc.keyframes()
+        keys = sorted(every.get(doc.selected, ()) if doc.selected is not None else set().union(*every.values()))
         cands = [k for k in keys if (k > doc.frame if direction > 0 else k < doc.frame)]
         if cands:
             doc.set_frame(cands[0] if direction > 0 else cands[-1])

@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so `import engine.palette` stays light):
 
-    from engine import Session, Snapshot, PropagationConfig
+    from engine import Session, Snapshot, Prompt, PropagationConfig
     from engine import EngineError, VideoError, ProjectError, FormatError, StorageError
     from engine import atomic_write_bytes   # write a whole file or nothing (the app's autosave uses it)
 
@@ -23,6 +23,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 _EXPORTS = {
     "Session": "engine.session",
     "Snapshot": "engine.annotation",
+    "Prompt": "engine.annotation",
     "propagate_file": "engine.pipeline",
     "PropagationConfig": "engine.propagation",
     "run_bench": "engine.bench",

@@ -78,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--save-predictions", type=Path, help="write the engine's masks as PRED/<seq>/00000.png")
     e.add_argument("--refiner", default=None, type=_refiner, help="refiner: none, modulation or parts")
     e.add_argument("--json", type=Path, help="write the scores as JSON")
+    _experiment_options(e)
     e.set_defaults(run=_evaluate)
+
+    cp = sub.add_parser("compare", help="markdown table of evaluate --json results (the first is the baseline)")
+    cp.add_argument("results", nargs="+", metavar="NAME=FILE", help="variant name and its evaluate --json file")
+    cp.set_defaults(run=_compare)
 
     i = sub.add_parser("interactive-eval", help="simulated-user clicks, J&F after each round")
     i.add_argument("davis_root", type=Path)
@@ -88,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--user", choices=("clicks", "robot"), default="clicks",
                    help="clicks: the simulated clicker; robot: the official DAVIS scribble robot (davisinteractive)")
     i.add_argument("--json", type=Path)
+    _experiment_options(i)
     i.set_defaults(run=_interactive_eval)
 
     ce = sub.add_parser("click-eval", help="single-frame clicks as RITM reports them: NoC@85/90, mIoU@k")
@@ -155,6 +161,35 @@ class _SubParser(argparse.ArgumentParser):
         super().__init__(*args, parents=[_output_options()], **kwargs)
 
 
+def _experiment_options(p: argparse.ArgumentParser) -> None:
+    """Options of the evaluation commands for people who evaluate repeatedly (variants, reused embeddings)."""
+    p.add_argument("--embedding-cache", type=Path, metavar="DIR",
+                   help="keep each sequence's embeddings in DIR and reuse them on later runs")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="propagation setting for this run (a PropagationConfig field), repeatable")
+
+
+def _config(settings: list[str]):
+    """["name=value", ...] -> PropagationConfig with those fields changed (typed as their defaults)."""
+    import dataclasses
+
+    from engine.propagation import PropagationConfig
+
+    defaults = PropagationConfig()
+    fields = {f.name for f in dataclasses.fields(PropagationConfig)}
+    changes = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise EngineError(None, f"--set {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(fields))}")
+        kind = type(getattr(defaults, name))
+        try:
+            changes[name] = kind(value)
+        except ValueError:
+            raise EngineError(None, f"--set {item!r}: {value!r} cannot be read as {kind.__name__}") from None
+    return dataclasses.replace(defaults, **changes)
+
+
 def _refiner(name: str) -> str | None:
     """argparse type: a registered refiner name, or none."""
     from engine.refiners import available_refiners
@@ -208,9 +243,28 @@ def _evaluate(args) -> None:
             result = evaluation.run_semi_supervised(
                 args.davis_root, args.split, sequences, save_predictions=args.save_predictions,
                 refiner=args.refiner, progress=bar.callback,
+                embedding_cache=args.embedding_cache, config=_config(args.settings),
             )
     print(result.table())
     _print_json(result.to_json(), args.json)
+
+
+def _compare(args) -> None:
+    from engine.errors import FormatError
+    from engine.evaluation import compare_table
+
+    results = {}
+    for item in args.results:
+        name, sep, file = item.rpartition("=")
+        path = Path(file)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise FormatError(path, f"cannot read ({e})") from None
+        if not isinstance(data, dict) or not {"JF_mean", "J_mean", "F_mean", "sequences"} <= set(data):
+            raise FormatError(path, "not an evaluate --json result (no JF_mean, J_mean, F_mean, sequences)")
+        results[name if sep else path.stem] = data
+    print(compare_table(results))
 
 
 def _interactive_eval(args) -> None:
@@ -222,11 +276,15 @@ def _interactive_eval(args) -> None:
         if args.user == "robot":
             from engine.davis_robot import run_robot
 
-            result = run_robot(args.davis_root, args.split, sequences, rounds=args.rounds or 8, progress=bar.callback)
+            make = evaluation.default_session_factory(embedding_cache=args.embedding_cache,
+                                                      config=_config(args.settings))
+            result = run_robot(args.davis_root, args.split, sequences, rounds=args.rounds or 8,
+                               make_session_fn=make, progress=bar.callback)
         else:
-            result = evaluation.run_interactive(args.davis_root, args.split, sequences,
-                                                rounds=3 if args.rounds is None else args.rounds,
-                                                progress=bar.callback)
+            result = evaluation.run_interactive(
+                args.davis_root, args.split, sequences, rounds=3 if args.rounds is None else args.rounds,
+                progress=bar.callback, embedding_cache=args.embedding_cache, config=_config(args.settings),
+            )
     for r in result["rounds"]:
         print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
     _print_json(result, args.json)

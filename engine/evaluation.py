@@ -364,15 +364,30 @@ def score_predictions(
 # ------------------------------------------------------------------------------------- driving the engine
 
 
-def default_session_factory(refiner: str | None = None) -> Callable[[Path, Path], object]:
-    """make_session_fn(project_dir, video_path) -> engine.session.Session (a fresh project)."""
+def default_session_factory(refiner: str | None = None, embedding_cache: str | Path | None = None,
+                            config=None) -> Callable[[Path, Path], object]:
+    """make_session_fn(project_dir, video_path) -> engine.session.Session (a fresh project).
+
+    embedding_cache: a folder where each video's embeddings are kept between runs, in
+    DIR/<video folder name>-<embedding weights id>/ (EmbeddingCache checks the video's fingerprint and
+    the weights there, so a changed video or new weights are re-embedded, never trusted); the
+    network is then loaded once for all sequences. config: the PropagationConfig of every session.
+    """
+    shared = {}
 
     def make(project_dir: Path, video_path: Path):
         from engine.session import Session
 
-        if refiner is None:
-            return Session.create(project_dir, video_path)
-        return Session.create(project_dir, video_path, refiner=refiner)
+        if embedding_cache is None:
+            return Session.create(project_dir, video_path, refiner=refiner, config=config)
+        from engine.embedding import Embedder
+
+        if "embedder" not in shared:
+            shared["embedder"] = Embedder.load(device="auto")
+        embedder = shared["embedder"]
+        folder = Path(embedding_cache) / f"{Path(video_path).name}-{embedder.weights_id}"
+        return Session.create(project_dir, video_path, embedder=embedder, refiner=refiner, config=config,
+                              embedding_dir=folder)
 
     return make
 
@@ -384,6 +399,8 @@ def run_semi_supervised(
     make_session_fn: Callable[[Path, Path], object] | None = None,
     save_predictions: str | Path | None = None,
     refiner: str | None = None,
+    embedding_cache: str | Path | None = None,
+    config=None,
     progress: Progress | None = None,
 ) -> EvaluationResult:
     """Run the engine from each sequence's first-frame ground truth and score it (semi-supervised protocol).
@@ -391,9 +408,10 @@ def run_semi_supervised(
     make_session_fn(project_dir, video_path) -> Session; default: Session.create in a temporary project.
     save_predictions: folder to write DIR/<seq>/<frame>.png (indexed, every frame, ground-truth ids).
     seconds_per_frame = engine time (embedding + first mask + propagation) / frames; `timing` splits it.
+    embedding_cache, config: see default_session_factory (ignored with make_session_fn);
     progress(done, total) after each sequence.
     """
-    make = make_session_fn or default_session_factory(refiner)
+    make = make_session_fn or default_session_factory(refiner, embedding_cache, config)
     seqs = load_sequences(davis_root, split, sequences)
     objects: list[ObjectScores] = []
     least_sure: dict[str, dict] = {}
@@ -442,6 +460,21 @@ def score_session(seq: DavisSequence, session, to_gt: dict[int, int]) -> list[Ob
     return score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids_of(gt0))
 
 
+def compare_table(results: dict[str, dict], worst: int = 5) -> str:
+    """Markdown table of `evaluate --json` results ({variant: JSON dict}), one row per variant:
+    J&F, J, F over objects, and the ``worst`` lowest-J&F sequences of that variant with their J&F.
+    A later variant also shows its change against the first one (the baseline)."""
+    rows = ["| variant | J&F | J | F | worst sequences (J&F) |", "|---|---|---|---|---|"]
+    base = None
+    for name, r in results.items():
+        seqs = sorted(r["sequences"].items(), key=lambda kv: kv[1]["JF"])[:worst]
+        low = ", ".join(f"{s} {v['JF']:.3f}" for s, v in seqs)
+        delta = "" if base is None else f" ({r['JF_mean'] - base:+.3f})"
+        rows.append(f"| {name} | {r['JF_mean']:.3f}{delta} | {r['J_mean']:.3f} | {r['F_mean']:.3f} | {low} |")
+        base = r["JF_mean"] if base is None else base
+    return "\n".join(rows)
+
+
 def least_sure_check(scores: list[ObjectScores], ranked: Sequence[str], n: int = LEAST_SURE_PICKS) -> dict:
     """How well the engine's "frames most likely wrong" ranking (``ranked``: frame names, least sure
     first) finds one sequence's bad frames: the mean J&F (over objects) of its first ``n`` scored picks,
@@ -460,6 +493,8 @@ def run_interactive(
     rounds: int = 3,
     make_session_fn: Callable[[Path, Path], object] | None = None,
     refiner: str | None = None,
+    embedding_cache: str | Path | None = None,
+    config=None,
     progress: Progress | None = None,
 ) -> dict:
     """Simulated-user evaluation (engine.simulated_user); returns the JSON dict of `interactive-eval`.
@@ -471,7 +506,7 @@ def run_interactive(
     the one-off embedding pass is reported apart as `embed_seconds`).
     progress(done, total) after each sequence (all its rounds).
     """
-    make = make_session_fn or default_session_factory(refiner)
+    make = make_session_fn or default_session_factory(refiner, embedding_cache, config)
     seqs = load_sequences(davis_root, split, sequences)
     per_round: list[list[ObjectScores]] = [[] for _ in range(rounds + 1)]
     seconds = np.zeros((rounds + 1, len(seqs)))

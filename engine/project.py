@@ -25,6 +25,8 @@ The video is stored relative to the project folder (so a folder moved with its v
 lies outside the folder its absolute path is kept too ("video_absolute"), for a project folder moved alone.
 """
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -62,7 +64,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 log = logging.getLogger(__name__)
 FULL, CORRECTED = "full", "corrected"  # keyframe roles, see engine.annotation
-KEYFRAME_ROLES = (FULL, CORRECTED)
+MARKED, ABSENT = "marked", "absent"    # set by the user: "this mask is right" / "the object is not here"
+KEYFRAME_ROLES = (FULL, CORRECTED, MARKED, ABSENT)
+ALWAYS_WRITTEN_ROLES = (FULL, CORRECTED)  # the others only when used, so such files still open in older apps
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Interaction:
     points: list[tuple[float, float]] = field(default_factory=list)
     radius: float | None = None
     time: float = field(default_factory=now)
+    deleted: bool = False   # a prompt the user deleted: kept in the log so prompt ids (log indices) stay put
 
 
 def mask_filename(t: int, data: bytes) -> str:
@@ -260,8 +265,11 @@ class Project:
         self.video_ref = video_ref  # "video" as stored in project.json
         self.objects: dict[int, ObjectInfo] = {}
         self.next_object_id = 1
-        self.keyframes: dict[int, dict[int, str]] = {}  # {object id: {frame: FULL or CORRECTED}}
+        self.keyframes: dict[int, dict[int, str]] = {}  # {object id: {frame: one of KEYFRAME_ROLES}}
         self.interactions: list[Interaction] = []
+        # {object id: {keyframe: (log index, PNG of its 0/1 mask)}}: the object's mask on that frame before the
+        # edits logged from that index on, which deleting a prompt replays (see engine.annotation)
+        self.prompt_bases: dict[int, dict[int, tuple[int, bytes]]] = {}
         self.settings: dict = {}
         self.masks = MaskStore(video.working_size, len(video))
         self.masks.folder = folder / MASKS_DIR
@@ -322,8 +330,11 @@ class Project:
         project.next_object_id = doc["next_object_id"]
         project.keyframes = _keyframes_from_json(doc)
         project.interactions = [Interaction(i["kind"], i["frame"], i["object_id"], i["positive"],
-                                            [tuple(p) for p in i["points"]], i["radius"], i["time"])
+                                            [tuple(p) for p in i["points"]], i["radius"], i["time"],
+                                            i.get("deleted", False))
                                 for i in doc["interactions"]]
+        project.prompt_bases = _prompt_bases_from_json(doc.get("prompt_bases", {}), project.video.working_size,
+                                                        len(video), pj)
         project.settings = {k: v for k, v in dict(doc.get("settings", {})).items()
                             if not (k == _V1_CORRECTED and doc["schema_version"] < ROLES_SINCE)}
         project.masks._load(folder / MASKS_DIR, doc["mask_files"] if doc["schema_version"] >= 2 else None, pj)
@@ -448,9 +459,13 @@ class Project:
             "num_frames": len(self.video),
             "objects": [{**asdict(o), "color": list(o.color)} for o in self.objects.values()],
             "next_object_id": self.next_object_id,
-            "keyframes": {str(k): {role: sorted(t for t, r in v.items() if r == role) for role in KEYFRAME_ROLES}
+            "keyframes": {str(k): {role: sorted(t for t, r in v.items() if r == role) for role in KEYFRAME_ROLES
+                                   if role in ALWAYS_WRITTEN_ROLES or role in v.values()}
                           for k, v in sorted(self.keyframes.items())},
             "interactions": [{**asdict(i), "points": [list(p) for p in i.points]} for i in self.interactions],
+            "prompt_bases": {str(o): {str(t): {"since": since, "png": base64.b64encode(png).decode("ascii")}
+                                      for t, (since, png) in sorted(b.items())}
+                             for o, b in sorted(self.prompt_bases.items()) if b},
             "settings": self.settings,
             "mask_files": {str(t): {"file": name, "ids": list(ids)} for t, (name, ids) in listing.items()},
         }
@@ -502,6 +517,7 @@ class Project:
                 self.masks.set(t, ids)
         del self.objects[oid]
         self.keyframes.pop(oid, None)
+        self.prompt_bases.pop(oid, None)
         self._meta_dirty = True
 
     def _object(self, oid: int) -> ObjectInfo:
@@ -709,6 +725,8 @@ def _validate(doc, pj: Path) -> None:
     _validate_keyframes(doc, ids, pj)
     for k, i in enumerate(doc["interactions"]):
         _check_fields(i, _INTERACTION, f"interactions[{k}].", pj)
+        if "deleted" in i and not isinstance(i["deleted"], bool):
+            raise ProjectError(pj, f"interactions[{k}].deleted: expected true or false, got {_shown(i['deleted'])}")
         if i["frame"] >= n:
             raise ProjectError(pj, f"interactions[{k}].frame: {i['frame']} is past the last frame {n - 1}")
         if not 1 <= i["object_id"] < doc["next_object_id"]:
@@ -762,8 +780,8 @@ def _validate_keyframes(doc: dict, ids: set[int], pj: Path) -> None:
                 raise ProjectError(pj, f"{name}: key {_shown(key)} is not the id of an object")
             if name == "keyframes" and doc["schema_version"] >= ROLES_SINCE:
                 if not isinstance(value, dict) or set(value) - set(KEYFRAME_ROLES):
-                    raise ProjectError(pj, f"{name}.{key}: expected an object with the keys "
-                                           f"{' and '.join(KEYFRAME_ROLES)}, got {_shown(value)}")
+                    raise ProjectError(pj, f"{name}.{key}: expected an object with keys among "
+                                           f"{', '.join(KEYFRAME_ROLES)}, got {_shown(value)}")
                 lists = list(value.items())
             else:
                 lists = [("", value)]
@@ -780,3 +798,27 @@ def _keyframes_from_json(doc: dict) -> dict[int, dict[int, str]]:
     corrected = doc.get("settings", {}).get(_V1_CORRECTED, {})
     return {int(k): {t: CORRECTED if t in corrected.get(k, ()) else FULL for t in v}
             for k, v in doc["keyframes"].items()}
+
+
+def _prompt_bases_from_json(table, size: tuple[int, int], n: int, pj: Path) -> dict[int, dict[int, tuple[int, bytes]]]:
+    """{object id: {frame: (log index, PNG bytes)}} from project.json's optional "prompt_bases", checked."""
+    out: dict[int, dict[int, tuple[int, bytes]]] = {}
+    if not isinstance(table, dict):
+        raise ProjectError(pj, f"prompt_bases: expected an object {{object_id: {{frame: base}}}}, got {_shown(table)}")
+    for key, frames in table.items():
+        if not _is_index(key, MAX_OBJECT_ID + 1) or not isinstance(frames, dict):
+            raise ProjectError(pj, f"prompt_bases: {_shown(key)}: expected an object id and {{frame: base}}")
+        for t, entry in frames.items():
+            where = f"prompt_bases.{key}.{_shown(t)}"
+            if not (_is_index(t, n) and isinstance(entry, dict) and _is_int(entry.get("since"))
+                    and entry["since"] >= 0 and isinstance(entry.get("png"), str)):
+                raise ProjectError(pj, f"{where}: expected {{\"since\": log index, \"png\": base64}}, got {_shown(entry)}")
+            try:
+                png = base64.b64decode(entry["png"], validate=True)
+                shape = decode_id_png(png, f"{pj}: {where}").shape
+            except (binascii.Error, ValueError, EngineError) as e:
+                raise ProjectError(pj, f"{where}.png: not a base64 mask PNG ({e})") from None
+            if shape != (size[1], size[0]):
+                raise ProjectError(pj, f"{where}.png: mask is {shape[1]}x{shape[0]}, expected {size[0]}x{size[1]}")
+            out.setdefault(int(key), {})[int(t)] = (entry["since"], png)
+    return out

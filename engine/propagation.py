@@ -8,6 +8,9 @@ A frame t is labelled on the stride-8 embedding grid by two cues, then upsampled
 2. the previous frame as spatial prior: a penalty growing with the distance to the previous mask of
    each object.
 
+An object tracked on the previous frame does not vanish unless retrieval says so, and a vanished
+object is unsure on every frame of its gap (engine.continuity).
+
 Labels are background (0) plus the active objects; pixels of fixed objects (locked, or outside
 their own keyframe-bounded span) keep their current ids. ``Propagator.run`` is a generator: the
 caller writes each yielded frame and may stop at any time. Which keyframes are references is the
@@ -25,6 +28,7 @@ from typing import Callable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
+from .continuity import keep_tracked, present_objects
 from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
 from .retrieval import LabelIndex, make_prototypes, softmax_scores
 from .upsample import EdgeAwareUpsampler, argmax_ids, bilinear, grid_average, label_fractions
@@ -42,6 +46,7 @@ class PropagationConfig:
     refine_radius: int = 8        # guided filter radius at half resolution (0 = bilinear only)
     refine_eps: float = 1e-3
     pure_fraction: float = 0.75   # a reference cell must be this much one label
+    keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
 
 
 class FrameResult(NamedTuple):
@@ -80,11 +85,12 @@ class PropagationTask:
 
 
 def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
-                 direction: str) -> dict[int, tuple[int, int]]:
-    """Frames each object may rewrite: inclusive (lo, hi) around t0 bounded by its keyframes.
+                 direction: str, until: int | None = None) -> dict[int, tuple[int, int]]:
+    """Frames each object may rewrite: inclusive (lo, hi) around t0 bounded by its keyframes, or with
+    `until` (the last frame to write, in `direction`) from t0 to there, across keyframes.
 
-    A span may contain t0 when it is a keyframe in the middle ("both"): keyframes inside a span are
-    skipped by the propagation. Objects without keyframes get no span.
+    A span may contain keyframes (t0 in the middle for "both", or crossed on the way to `until`): keyframes
+    inside a span are skipped by the propagation. Objects without keyframes get no span.
     """
     if direction not in ("forward", "backward", "both"):
         raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
@@ -105,6 +111,8 @@ def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
             lo = lo_f
         elif direction == "backward":
             hi = hi_b
+        if until is not None:
+            lo, hi = (lo_f, until) if direction == "forward" else (until, hi_b)
         if t0 in kfs:  # a keyframe t0 is never rewritten; trim it off the ends
             lo = t0 + 1 if lo == t0 else lo
             hi = t0 - 1 if hi == t0 else hi
@@ -228,13 +236,14 @@ class Propagator:
         return out
 
     # ---------------------------------------------------------------- generator
-    def run(self, task: PropagationTask, t0: int, direction: str = "both") -> Iterator[FrameResult]:
-        """Yield FrameResult for every frame of the affected span, t0 outwards, forward first."""
+    def run(self, task: PropagationTask, t0: int, direction: str = "both",
+            until: int | None = None) -> Iterator[FrameResult]:
+        """Yield FrameResult for every frame of the affected span (see object_spans), t0 outwards, forward first."""
         n = task.n_frames
         if not 0 <= t0 < n:
             raise IndexError(f"frame {t0} out of range 0..{n - 1}")
         objs = [o for o in task.objects if o not in task.locked]
-        spans = object_spans(task.keyframes, objs, t0, n, direction)
+        spans = object_spans(task.keyframes, objs, t0, n, direction, until)
         if not spans:
             return
         pools, ref_frames = self.reference_pools(task, sorted(spans), t0)
@@ -253,6 +262,7 @@ class Propagator:
         frames = range(max(lo, t0), hi + 1) if step > 0 else range(min(hi, t0), lo - 1, -1)
         p = frames[0] - step if len(frames) else -1
         prev_ids = task.read_ids(p) if 0 <= p < n else None
+        seen = present_objects(prev_ids, sorted(spans)) if prev_ids is not None else set()
         if self.refiner is not None and task.image is not None:
             refs = [Reference(f, task.image(f), task.read_ids(f), task.embedding(f)) for f in ref_frames]
             self.refiner.start(Run(references=refs, t0=t0, step=step))
@@ -263,8 +273,14 @@ class Propagator:
                 if not active:
                     # nothing to rewrite here (a keyframe t0): it becomes the previous frame
                     prev_ids = task.read_ids(t)
+                    seen |= present_objects(prev_ids, sorted(spans))
                     continue
                 result = self._frame(task, t, t0, [0] + active, index, prev_ids)
+                present = present_objects(result.ids, active)
+                for lab in seen - present:
+                    if lab in result.confidence:
+                        result.confidence[lab] = 0.0  # vanished: unsure on every frame of the gap
+                seen |= present
                 done.add(t)
                 yield result
                 prev_ids = result.ids
@@ -279,6 +295,8 @@ class Propagator:
         grid = emb.shape[:2]
         prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
         probs = self.predict_grid(emb, labels, index, prev_fr)
+        if self.config.keep_floor > 0 and prev_fr is not None:
+            probs = keep_tracked(probs, prev_fr, self.config.keep_floor)
         cur = task.read_ids(t)
         if task.previous is not None and task.previous(t):
             soft = task.previous_probs(t) if task.previous_probs is not None else None

@@ -7,6 +7,7 @@ uint8 (0 = background, object ids 1..255), probabilities (H, W) float32; points 
 working-size pixel coordinates (x = column, y = row), floats allowed.
 
     s = Session.create(project_dir, video_path, short_side=480, embedder=None, refiner=None)
+    #   embedding_dir=DIR: keep the embedding cache there instead of <project>/cache (evaluation runs)
     s = Session.open(project_dir, embedder=None, refiner=None)   # refiner None: the project's choice
     s = Session.open_sample_copy(dest)          # a writable copy of the bundled sample project
     Session.SAMPLE_NAME -> str                  # the sample project's folder name
@@ -16,6 +17,7 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.video -> VideoSource ; s.objects -> {obj_id: ObjectInfo} (copies) ; s.size_hw ; len(s)
     s.folder -> Path ; s.dirty -> bool ; s.masked_frames() -> list[int]
     s.keyframes() -> {obj_id: set[int]} ; s.interactions() -> list[Interaction]
+    s.keyframe_info() -> {obj_id: {t: "annotated" | "corrected" | "marked" | "absent"}}   # why each is one
     s.add_object(name=None, category="object", color=None) -> ObjectInfo
     s.update_object(obj_id, name=None, category=None, color=None, hidden=None, locked=None) -> ObjectInfo
     s.remove_object(obj_id) -> None
@@ -26,13 +28,19 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.brush(t, obj_id, points, radius, erase=False) -> (H, W) uint8
     s.polygon(t, obj_id, points) -> (H, W) uint8
     s.set_object_mask(t, obj_id, mask_bool_HW) -> (H, W) uint8
+    s.prompts(t, obj_id=None) -> list[Prompt]         # the live clicks/scribbles on frame t, oldest first
+    s.delete_prompt(prompt_id) -> (H, W) uint8        # frame t re-segmented from the remaining edits
+    s.clear_prompts(t, obj_id=None) -> (H, W) uint8   # every prompt of frame t (of one object)
+    s.set_keyframe(t, obj_id, on) -> None              # mark (the mask is right as it is) / unmark
+    s.set_absent(t, obj_id, absent=True) -> (H, W) uint8   # the object is not on frame t: an empty keyframe
+    s.clear_mask(obj_id, first, last=None) -> list[int]   # erase it on first..last (None: first only)
     s.add_objects_from_ids(t, ids_HW) -> {id in ids: new obj_id}  # a first-frame annotation
-    s.propagation_span(t0, direction="both", objects=None) -> (first, last) | None
-    s.propagate(t0, direction="both", objects=None) -> Iterator[(t, (H, W) uint8 ids)]
+    s.propagation_span(t0, direction="both", objects=None, until=None) -> (first, last) | None
+    s.propagate(t0, direction="both", objects=None, until=None) -> Iterator[(t, (H, W) uint8 ids)]
     s.mask(t) -> (H, W) uint8 ; s.native_mask(t) -> native-size ids
     s.probabilities(t) -> dict[obj_id, (H, W) float32]
     s.confidence(t) -> dict[obj_id, float]   # 0..1; {} for frames never propagated
-    s.frames_most_likely_wrong(n=10) -> list[int]              # lowest confidence first
+    s.frames_most_likely_wrong(n=10, objects=None) -> list[int]   # lowest confidence (of those objects) first
     s.snapshot(frames=None) -> Snapshot ; s.restore(snapshot)   # undo/redo; None = all masked frames
     s.save() ; s.save_as(folder) ; s.export(out_dir, fmt, progress=None) -> list[Path]
     Snapshot.to_bytes() -> bytes ; Snapshot.from_bytes(data, where) -> Snapshot   # undo state as data (autosave)
@@ -40,14 +48,20 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.close()
 
 Edits (click, scribble, brush, polygon, set_object_mask) log an Interaction and make frame t a
-keyframe of the object; which keyframes and clicks become propagation references is one rule, in
-engine/annotation.py (a click on a propagated mask corrects only the clicked spots). A click/scribble
+keyframe of the object. A Prompt's id is its index in the interaction log and never changes; deleting
+one re-segments its frame from the object's mask there before its first edit and the remaining edits
+(so a frame whose prompts are all deleted is the propagated result again, and no keyframe). The user
+also marks keyframes (set_keyframe), says an object is absent on a frame (set_absent: an empty keyframe
+that propagation keeps and does not cross) and clears masks (clear_mask). Which keyframes and clicks
+become propagation references is one rule, in engine/annotation.py (a click on a propagated mask corrects only the clicked spots). A click/scribble
 needs frame t's embedding: it is computed on demand when the background embedding pass has not reached
 t yet (~0.1 s once). Editing a locked object raises ProjectError.
 
 propagate(t0, direction) recomputes, for each chosen unlocked object, only the frames between
 its keyframes around t0 ("forward": after t0, "backward": before, "both"; t0 itself too when it
-is not a keyframe of that object); keyframes and locked objects are never changed. A frame
+is not a keyframe of that object); keyframes and locked objects are never changed. With `until` (a frame
+index) it runs from t0 to that frame instead, across keyframes (which it skips), in the direction that
+reaches it ("both" means that one; the other direction is a ValueError). A frame
 that already holds an earlier propagation is fused with it, weighted by its distance to t0
 and to the object's other keyframes (bidirectional fusion; with that run's soft probabilities
 while the session still holds them, else its mask). It is a generator that writes each frame into the project before
@@ -55,10 +69,11 @@ yielding it; closing it (or just stopping iterating) cancels, and the frames don
 
 Threads: every method takes the session's re-entrant lock while it changes state, and a propagation
 takes it only per frame, so the GUI thread may call the read-only methods (mask, probabilities,
-confidence, is_embedded, embedded_count, masked_frames, keyframes, frames_most_likely_wrong, snapshot)
-while a worker propagates or embeds. embed() may run in its own worker at the same time as edits and
-propagation. Do not run two mutating calls (edits, propagate, restore, remove_object, save, save_as,
-export) at once from different threads: serialise them (the GUI does so with its own lock).
+confidence, is_embedded, embedded_count, masked_frames, keyframes, keyframe_info, prompts,
+frames_most_likely_wrong, snapshot) while a worker propagates or embeds. embed() may run in its own worker
+at the same time as edits and propagation. Do not run two mutating calls (edits, prompt deletions,
+keyframe changes, propagate, restore, remove_object, save, save_as, export) at once from different
+threads: serialise them (the GUI does so with its own lock).
 """
 
 from __future__ import annotations
@@ -72,16 +87,18 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from engine.annotation import Annotation, Snapshot, read_confidence
+from engine.annotation import RETRIEVAL_KINDS, Annotation, Prompt, Snapshot, read_confidence
 from engine.errors import ProjectError
-from engine.project import SAMPLE_PROJECT, Interaction, ObjectInfo, Project, open_sample_copy
+from engine.project import (ABSENT, CORRECTED, FULL, MARKED, SAMPLE_PROJECT, Interaction, ObjectInfo, Project,
+                            open_sample_copy)
 from engine import interaction as edits
 from engine.propagation import PropagationConfig, PropagationTask, Propagator, object_spans
 from engine.upsample import STRIDE, resize_ids
 
-__all__ = ["Session", "Snapshot"]
+__all__ = ["Prompt", "Session", "Snapshot"]
 
 CONFIDENCE_FILE = "confidence.json"
+KEYFRAME_REASONS = {FULL: "annotated", CORRECTED: "corrected", MARKED: "marked", ABSENT: "absent"}
 EMBEDDING_LRU = 24  # frames kept in memory: a propagation's reference keyframes and its last frames
 
 
@@ -91,8 +108,9 @@ class Session:
     SAMPLE_NAME = SAMPLE_PROJECT.name  # the sample project's folder name, for where to keep its copy
 
     def __init__(self, project: Project, embedder=None, refiner=None,
-                 config: PropagationConfig | None = None):
+                 config: PropagationConfig | None = None, embedding_dir=None):
         self._project = project
+        self._embedding_dir = Path(embedding_dir) if embedding_dir is not None else None
         self._lock = threading.RLock()
         self._embedder = embedder
         self._cache = None
@@ -107,9 +125,9 @@ class Session:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, project_dir, video_path, short_side: int = 480, embedder=None, refiner=None,
-               config: PropagationConfig | None = None) -> "Session":
+               config: PropagationConfig | None = None, embedding_dir=None) -> "Session":
         """New project folder for a video file or frame folder (saved at once)."""
-        return cls(Project.create(project_dir, video_path, short_side), embedder, refiner, config)
+        return cls(Project.create(project_dir, video_path, short_side), embedder, refiner, config, embedding_dir)
 
     @classmethod
     def open(cls, project_dir, embedder=None, refiner=None,
@@ -189,8 +207,15 @@ class Session:
         with self._lock:
             return self._annotation.keyframes()
 
+    def keyframe_info(self) -> dict[int, dict[int, str]]:
+        """{obj_id: {keyframe: why it is one}}: "annotated" (drawn or clicked on an empty frame), "corrected"
+        (clicks on a propagated mask), "marked" (declared right by the user), "absent" (the object is not there)."""
+        with self._lock:
+            roles = self._annotation.keyframe_roles()
+        return {o: {t: KEYFRAME_REASONS[role] for t, role in sorted(rs.items())} for o, rs in roles.items()}
+
     def interactions(self) -> list[Interaction]:
-        """The interaction log, oldest first (a copy)."""
+        """The interaction log, oldest first (a copy); deleted prompts stay in it, marked `deleted`."""
         with self._lock:
             return list(self._project.interactions)
 
@@ -257,8 +282,8 @@ class Session:
                 from engine.embedding import Embedder, EmbeddingCache
                 if self._embedder is None:
                     self._embedder = Embedder.load(device="auto")  # CUDA when torch sees a GPU
-                self._cache = EmbeddingCache(self.folder / "cache", self.video, self._embedder,
-                                             lru_frames=EMBEDDING_LRU)
+                folder = self._embedding_dir or self.folder / "cache"
+                self._cache = EmbeddingCache(folder, self.video, self._embedder, lru_frames=EMBEDDING_LRU)
             return self._cache
 
     def embed(self, progress: Callable | None = None, cancel: Callable[[], bool] | None = None) -> Iterator[int]:
@@ -300,11 +325,12 @@ class Session:
         self._probs.pop(t, None)
         return new
 
-    def _known_refs(self, t: int, obj_id: int, emb: np.ndarray):
-        """Embeddings at this object's earlier click/scribble points on frame t: (pos, neg)."""
+    @staticmethod
+    def _known_refs(clicks, emb: np.ndarray):
+        """Embeddings at the points of these clicks/scribbles: (pos, neg), the extra references of the next one."""
         pos, neg = [], []
         h, w, _ = emb.shape
-        for it in self._annotation.clicks_on(t, obj_id):
+        for it in clicks:
             for x, y in it.points:
                 i, j = min(int(y) // STRIDE, h - 1), min(int(x) // STRIDE, w - 1)
                 (pos if it.positive else neg).append(emb[i, j])
@@ -316,7 +342,7 @@ class Session:
         with self._lock:
             self._check(t, obj_id)
             emb = self.embedding(t)
-            pos, neg = self._known_refs(t, obj_id, emb)
+            pos, neg = self._known_refs(self._annotation.clicks_on(t, obj_id), emb)
             new = edits.retrieve_edit(self._annotation.masks.get(t), emb, obj_id, points, positive,
                                       image=self.video.frame(t), locked=self._locked(),
                                       negatives=neg, positives=pos)
@@ -359,6 +385,95 @@ class Session:
             new = edits.set_mask(self._annotation.masks.get(t), obj_id, mask, self._locked())
             return self._commit_edit(t, obj_id, new, "mask", True, [])
 
+    # ------------------------------------------------------------------ keyframes
+    def set_keyframe(self, t: int, obj_id: int, on: bool = True) -> None:
+        """Mark frame t a keyframe of the object with its mask as it is (a whole propagation reference from
+        then on, never rewritten), or unmark it (its mask stays until a propagation rewrites it)."""
+        with self._lock:
+            self._check(t, obj_id)
+            self._annotation.set_keyframe(t, obj_id, bool(on))
+
+    def set_absent(self, t: int, obj_id: int, absent: bool = True) -> np.ndarray:
+        """The object is not on frame t (occluded, out of view; CVAT's "outside"): its pixels there are
+        erased and t becomes an empty keyframe, so propagation keeps it empty. absent=False undoes that
+        (t is no keyframe then). Returns frame t's ids."""
+        with self._lock:
+            self._check(t, obj_id)
+            if absent:
+                self._annotation.clear(obj_id, [t], absent=True)
+            elif self._annotation.keyframe_roles().get(obj_id, {}).get(t) == ABSENT:
+                self._annotation.set_keyframe(t, obj_id, False)
+            self._probs.pop(t, None)
+            return self.mask(t)
+
+    def clear_mask(self, obj_id: int, first: int, last: int | None = None) -> list[int]:
+        """Erase the object on frames first..last (inclusive; None: first only; len(s) - 1: to the end);
+        they are no keyframes of it any more. Returns the frames that changed."""
+        last = first if last is None else last
+        with self._lock:
+            self._check(first, obj_id)
+            self._check(last)
+            if last < first:
+                raise ValueError(f"the range {first}..{last} is empty")
+            state = self._annotation
+            frames = [t for t in range(first, last + 1)
+                      if obj_id in state.masks.ids(t) or state.is_keyframe(obj_id, t)]
+            state.clear(obj_id, frames)
+            for t in frames:
+                self._probs.pop(t, None)
+            return frames
+
+    # ------------------------------------------------------------------ prompts
+    def prompts(self, t: int, obj_id: int | None = None) -> list[Prompt]:
+        """The live clicks and scribbles on frame t (of one object, or all), oldest first."""
+        self._check(t)
+        with self._lock:
+            return self._annotation.prompts(t, obj_id)
+
+    def delete_prompt(self, prompt_id: int) -> np.ndarray:
+        """Delete one click or scribble (KeyError for an unknown id) and re-segment its frame for its
+        object from the remaining edits. Returns that frame's ids."""
+        with self._lock:
+            it = self._annotation.prompt(prompt_id)
+            self._check(it.frame, it.object_id)
+            self._annotation.delete_prompts([prompt_id])
+            return self._replay(it.frame, it.object_id)
+
+    def clear_prompts(self, t: int, obj_id: int | None = None) -> np.ndarray:
+        """Delete every click and scribble on frame t (of one object, else of all unlocked objects) and
+        re-segment the frame. Returns frame t's ids."""
+        with self._lock:
+            self._check(t, obj_id)
+            prompts = [p for p in self._annotation.prompts(t, obj_id) if p.object_id not in self._locked()]
+            self._annotation.delete_prompts([p.id for p in prompts])
+            for obj in sorted({p.object_id for p in prompts}):
+                self._replay(t, obj)
+            return self.mask(t)
+
+    def _replay(self, t: int, obj_id: int) -> np.ndarray:
+        """Frame t's ids with the object re-segmented: its base mask, then its remaining edits in order."""
+        state = self._annotation
+        _, base = state.base(t, obj_id)
+        ids = state.masks.get(t)
+        ids[(ids == obj_id) & ~base] = 0
+        ids[base & (ids == 0)] = obj_id
+        locked = self._locked()
+        done = []
+        for _, it in state.replay_edits(t, obj_id):
+            if it.kind in RETRIEVAL_KINDS:
+                emb = self.embedding(t)
+                pos, neg = self._known_refs(done, emb)
+                ids = edits.retrieve_edit(ids, emb, obj_id, it.points, it.positive, image=self.video.frame(t),
+                                          locked=locked, negatives=neg, positives=pos)
+                done.append(it)
+            elif it.kind in ("brush", "eraser"):
+                ids = edits.brush(ids, obj_id, it.points, it.radius, it.kind == "eraser", locked)
+            elif it.kind == "polygon":
+                ids = edits.polygon(ids, obj_id, it.points, locked)
+        state.set_replayed(t, obj_id, ids)
+        self._probs.pop(t, None)
+        return ids
+
     # ------------------------------------------------------------------ propagation
     def _objects_for(self, objects) -> list[int]:
         known = self._project.objects
@@ -379,21 +494,34 @@ class Session:
             cached = self._probs.get(t)
         return None if cached is None else (cached[0], cached[1].astype(np.float32))
 
-    def propagation_span(self, t0: int, direction: str = "both", objects=None) -> tuple[int, int] | None:
-        """(first, last) frames a propagate(t0, direction, objects) may rewrite, or None (nothing)."""
+    def _direction(self, t0: int, direction: str, until: int | None) -> str:
+        """The direction to run; with `until`, the one that reaches that frame."""
         self._check(t0)
+        if direction not in ("forward", "backward", "both"):
+            raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
+        if until is None:
+            return direction
+        self._check(until)
+        toward = "forward" if until >= t0 else "backward"
+        if direction not in ("both", toward):
+            raise ValueError(f"frame {until} is not {direction} of frame {t0}")
+        return toward
+
+    def propagation_span(self, t0: int, direction: str = "both", objects=None,
+                         until: int | None = None) -> tuple[int, int] | None:
+        """(first, last) frames a propagate(t0, direction, objects, until) may rewrite, or None (nothing)."""
+        direction = self._direction(t0, direction, until)
         spans = object_spans(self._annotation.keyframes(), self._objects_for(objects), t0,
-                             len(self.video), direction)
+                             len(self.video), direction, until)
         if not spans:
             return None
         return min(s[0] for s in spans.values()), max(s[1] for s in spans.values())
 
-    def propagate(self, t0: int, direction: str = "both", objects=None) -> Iterator[tuple[int, np.ndarray]]:
+    def propagate(self, t0: int, direction: str = "both", objects=None,
+                  until: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Generator of (t, ids) as frames are propagated and written; see module doc."""
-        self._check(t0)
-        if direction not in ("forward", "backward", "both"):
-            raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
-        return self._propagate(t0, direction, self._objects_for(objects))
+        direction = self._direction(t0, direction, until)
+        return self._propagate(t0, direction, self._objects_for(objects), until)
 
     def _task(self, objs: list[int]) -> PropagationTask:
         """The propagation's inputs: the annotation's references, read through this session."""
@@ -406,10 +534,10 @@ class Session:
             image=self.video.frame, click_refs=clicks, previous=state.was_propagated,
             previous_probs=self._grid_probs, reference_keyframes=state.reference_keyframes(objs))
 
-    def _propagate(self, t0, direction, objs):
+    def _propagate(self, t0, direction, objs, until):
         with self._lock:
             task = self._task(objs)
-        gen = self._propagator.run(task, t0, direction)
+        gen = self._propagator.run(task, t0, direction, until)
         start = time.perf_counter()
         count = 0
         try:
@@ -453,12 +581,14 @@ class Session:
         """{obj_id: 0..1} for frame t (1 = user-annotated here); {} if never propagated."""
         return dict(self._annotation.confidence.get(t, {}))
 
-    def frames_most_likely_wrong(self, n: int = 10) -> list[int]:
-        """Propagated frames with the lowest confidence of any object, worst first."""
+    def frames_most_likely_wrong(self, n: int = 10, objects=None) -> list[int]:
+        """Propagated frames with the lowest confidence of any object (of `objects`: ids, None = all),
+        worst first; an object's keyframes are not in doubt."""
         state = self._annotation
+        wanted = set(self._project.objects) if objects is None else set(objects) & set(self._project.objects)
         scored = []
         for t, conf in list(state.confidence.items()):
-            vals = [v for o, v in conf.items() if o in self._project.objects and not state.is_keyframe(o, t)]
+            vals = [v for o, v in conf.items() if o in wanted and not state.is_keyframe(o, t)]
             if vals:
                 scored.append((min(vals), t))
         scored.sort()

@@ -281,12 +281,13 @@ def test_event_loop_stays_responsive_while_propagating(window, qtbot):
 def test_every_action_in_the_table_runs(window, qtbot, monkeypatch):
     """Smoke: each menu/shortcut action works on an open project (file dialogs answered 'cancel')."""
     from PySide6.QtGui import QColor
-    from PySide6.QtWidgets import QColorDialog, QFileDialog
+    from PySide6.QtWidgets import QColorDialog, QFileDialog, QInputDialog
     from annotator.actions import ACTIONS
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: ""))
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: ("", "")))
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: ("", "")))
     monkeypatch.setattr(QColorDialog, "getColor", staticmethod(lambda *a, **k: QColor()))
+    monkeypatch.setattr(QInputDialog, "getInt", staticmethod(lambda *a, **k: (1, False)))   # frame asked: cancel
     skip = {"quit", "new", "about"}          # close the window / modal boxes
     for spec in ACTIONS:
         if spec.id in skip:

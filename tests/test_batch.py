@@ -76,7 +76,7 @@ def test_outputs_equal_a_plain_propagate_and_the_projects_open(tmp_path):
         if name == "b":  # the manifest named its object; nothing else differs
             assert b"red square" in got["coco.json"]
             got["coco.json"] = got["coco.json"].replace(b"red square", b"object 1")
-        assert got == want and len(got) == (1 + 2 * 6 if fmt == "davis" else 1)  # meta.json, PNGs and JPEGs
+        assert got == want and len(got) == 1 + (2 * 6 if fmt == "davis" else 6)  # meta.json + PNGs + JPEGs; coco.json + JPEGs
         assert files_of(out / ("coco" if fmt == "davis" else "davis") / name)  # the other format is there too
         record = summary["videos"][name]
         assert record["status"] == "done" and record["frames"] == 6 and record["threads"] == 1

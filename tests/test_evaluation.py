@@ -484,3 +484,49 @@ def test_engine_end_to_end_on_real_frames(tmp_path, davis_root):
     out = run_interactive(root, "train", None, rounds=1, make_session_fn=make)
     assert [r["round"] for r in out["rounds"]] == [0, 1]
     assert all(0 <= r["JF_mean"] <= 1 and r["seconds"] > 0 for r in out["rounds"])
+
+
+@pytest.mark.slow
+def test_embedding_cache_is_reused_across_evaluation_runs(tmp_path, davis_root):
+    """--embedding-cache: the second run reads every embedding back (no network pass) and scores the same."""
+    root = _mini_davis2016(tmp_path / "davis", davis_root, {"bear": range(4)})
+    cache = tmp_path / "embeddings"
+    first = run_semi_supervised(root, "train", embedding_cache=cache)
+    (folder,) = cache.iterdir()
+    assert folder.name.startswith("bear-lite0-")
+    assert (folder / "embeddings.ready").read_bytes() == bytes([1] * 4)
+    stamp = (folder / "embeddings.f16").stat().st_mtime_ns
+    second = run_semi_supervised(root, "train", embedding_cache=cache)
+    assert (folder / "embeddings.f16").stat().st_mtime_ns == stamp  # nothing re-embedded
+    assert second.timing["embed_seconds"] < first.timing["embed_seconds"] / 3
+    assert second.to_json()["sequences"] == first.to_json()["sequences"]
+
+
+def test_cli_set_changes_propagation_settings_and_rejects_unknown_ones(tmp_path, capsys):
+    from engine.cli import _config, main
+
+    cfg = _config(["prior_strength=0.05", "max_keyframes=2"])
+    assert cfg.prior_strength == 0.05 and cfg.max_keyframes == 2 and cfg.refine_radius == 8
+    _mini_davis2017(tmp_path, n=3, shape=(40, 50))
+    assert main(["evaluate", str(tmp_path), "--split", "val", "--set", "no_such_knob=1"]) == 2
+    assert "no_such_knob" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--split", "val", "--set", "k=two"]) == 2
+    assert "'two' cannot be read as int" in capsys.readouterr().err
+
+
+def test_compare_tabulates_variants_against_the_first(tmp_path, capsys):
+    from engine.cli import main
+
+    def result(jf, seqs):
+        return {"JF_mean": jf, "J_mean": jf + 0.01, "F_mean": jf - 0.01,
+                "sequences": {s: {"JF": v} for s, v in seqs.items()}}
+
+    (tmp_path / "a.json").write_text(json.dumps(result(0.80, {"x": 0.9, "y": 0.5, "z": 0.7})))
+    (tmp_path / "b.json").write_text(json.dumps(result(0.83, {"x": 0.9, "y": 0.6, "z": 0.8})))
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["compare", f"base={tmp_path / 'a.json'}", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| base | 0.800 | 0.810 | 0.790 | y 0.500, z 0.700, x 0.900 |"
+    assert out[3].startswith("| b | 0.830 (+0.030) |")
+    assert main(["compare", str(tmp_path / "bad.json")]) == 2
+    assert "not an evaluate --json result" in capsys.readouterr().err

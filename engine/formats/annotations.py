@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from engine.atomic import atomic_write_bytes
 from engine.errors import FormatError
 
 # Masks are decoded whole into memory: a few bytes of RLE can declare any size, so sizes are bounded (8K video fits).
@@ -187,3 +189,15 @@ def with_unknown_ids(objects: dict[int, ObjectMeta], mask: np.ndarray) -> dict[i
 
 def as_list(videos: "TrackedMasks | Sequence[TrackedMasks]") -> list[TrackedMasks]:
     return [videos] if isinstance(videos, TrackedMasks) else list(videos)
+
+
+def write_jpeg(path: Path, rgb, t: int, shape_hw: tuple[int, int]) -> None:
+    """Frame t's image (RGB, native size, checked against its mask's (H, W)) as a JPEG file, atomically."""
+    rgb = np.asarray(rgb)
+    if rgb.shape[:2] != tuple(shape_hw):
+        raise FormatError(path, f"frame {t}: image is {rgb.shape[1]}x{rgb.shape[0]} but the mask is "
+                                f"{shape_hw[1]}x{shape_hw[0]}")
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise FormatError(path, f"frame {t}: JPEG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())

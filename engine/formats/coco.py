@@ -3,7 +3,9 @@
 Layout written (readable by `pycocotools.coco.COCO`; the video keys follow the CocoVID convention
 of mmtracking, extra keys are ignored by COCO tools):
 
-    images:      {id, file_name "<seq>/00000.jpg", width, height, video_id, frame_id (0-based t)}
+    images:      {id, file_name "<seq>/00000.jpg", width, height, video_id, frame_id (0-based t)}; with
+                 write_images the frames are written beside the JSON and file_name is their path from the
+                 JSON's folder, "images/<seq>/00000.jpg", so the export stands alone
     annotations: {id, image_id, category_id, segmentation (RLE, counts str), area, bbox [x, y, w, h],
                   iscrowd 0, track_id (= object id), video_id}
     categories:  {id, name, supercategory}, built from the objects' categories
@@ -22,7 +24,7 @@ import numpy as np
 from engine.atomic import atomic_write_json
 from engine.errors import FormatError
 from engine.formats import rle as rle_utils
-from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, check_frame_size
+from engine.formats.annotations import ObjectMeta, Progress, TrackedMasks, as_list, check_frame_size, write_jpeg
 from engine.formats.jsonfile import need, read_json
 
 
@@ -49,9 +51,14 @@ def objects_json(objects: dict[int, ObjectMeta], cats: CategoryTable) -> list[di
     return out
 
 
+IMAGES_DIR = "images"   # beside the JSON, when the frames are written with it
+
+
 def save_coco(videos: TrackedMasks | Sequence[TrackedMasks], path: str | Path, *,
-              progress: Progress = None) -> Path:
-    """Write one or several videos as a COCO instances JSON file at `path` (atomic, in one go).
+              progress: Progress = None, write_images: bool = False) -> Path:
+    """Write one or several videos as a COCO instances JSON file at `path` (atomic, in one go); with
+    `write_images`, each video's frames (its `images`, which it must have) as JPEGs under images/<seq>/
+    beside it, named by the images' file_name.
 
     Masks are read one frame at a time. `progress(done_frames, total_frames)` is called per frame.
     """
@@ -65,9 +72,15 @@ def save_coco(videos: TrackedMasks | Sequence[TrackedMasks], path: str | Path, *
         objects = dict(v.objects)
         for o in objects.values():
             cats.id(o.category)
+        if write_images and v.images is None:
+            raise FormatError(path, f"video {v.name!r} has no frame images to write beside the COCO file")
         for t, encoded in rle_utils.encoded_frames(v, objects, path):
             image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": f"{v.name}/{v.frame_names[t]}", "width": v.width,
+            file_name = f"{v.name}/{v.frame_names[t]}"
+            if write_images:
+                file_name = f"{IMAGES_DIR}/{file_name}"
+                write_jpeg(path.parent / file_name, v.images(t), t, (v.height, v.width))
+            images.append({"id": image_id, "file_name": file_name, "width": v.width,
                            "height": v.height, "video_id": vid, "frame_id": t})
             for oid, (seg, area, bbox) in encoded.items():
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id,

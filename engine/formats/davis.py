@@ -15,9 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.atomic import atomic_write_bytes, atomic_write_json
+from engine.atomic import atomic_write_json
 from engine.errors import FormatError
-from engine.formats.annotations import ImageSource, ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids
+from engine.formats.annotations import (ImageSource, ObjectMeta, Progress, TrackedMasks, as_list, with_unknown_ids,
+                                        write_jpeg)
 from engine.formats.coco import natural_key
 from engine.palette import read_id_png, write_id_png
 
@@ -60,16 +61,7 @@ def save_davis(videos: TrackedMasks | Sequence[TrackedMasks], root: str | Path, 
                 if oid:
                     present_in.setdefault(oid, []).append(stem)
             if write_images and source is not None:
-                jpg = img_folder / f"{stem}.jpg"
-                rgb = np.asarray(source(t))
-                if rgb.shape[:2] != m.shape:
-                    raise FormatError(jpg, f"frame {t}: image is {rgb.shape[1]}x{rgb.shape[0]} but the mask is "
-                                           f"{m.shape[1]}x{m.shape[0]}")
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                       [cv2.IMWRITE_JPEG_QUALITY, 95])
-                if not ok:
-                    raise FormatError(jpg, f"frame {t}: JPEG encoding failed")
-                atomic_write_bytes(jpg, buf.tobytes())
+                write_jpeg(img_folder / f"{stem}.jpg", source(t), t, m.shape)
             done += 1
             if progress is not None:
                 progress(done, total)

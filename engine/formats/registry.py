@@ -3,7 +3,7 @@
 
 A writer takes (videos, target, progress, with_images): target is the JSON or MP4 file for one-file
 formats, else the output folder; with_images writes the frames too where the format can hold them
-(DAVIS JPEGImages: an export has them, a conversion does not).
+(DAVIS JPEGImages, COCO images/ beside the JSON: an export has them, a conversion does not).
 """
 
 from dataclasses import dataclass
@@ -44,7 +44,8 @@ EXPORT_FORMATS = {f.name: f for f in (
     Format("davis", "DAVIS (indexed PNG per frame, VOC palette)", None,
            lambda v, out, progress, images: list(save_davis(v, out, write_images=images, progress=progress))),
     Format("coco", "COCO instances JSON (RLE, track ids)", "coco.json",
-           lambda v, out, progress, images: [save_coco(v, out, progress=progress)]),
+           lambda v, out, progress, images: [save_coco(v, out, progress=progress,
+                                                       write_images=images and all(x.images for x in v))]),
     Format("youtube-vis", "YouTube-VIS JSON", "youtube-vis.json",
            lambda v, out, progress, images: [save_youtube_vis(v, out, progress=progress)]),
     Format("binary", "Binary PNG masks per object", None, _binary),
