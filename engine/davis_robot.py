@@ -17,7 +17,6 @@ imported, and only when the robot is used. Install: `pip install Cython absl-py 
 scikit-learn==0.20.3, which does not build on Python 3.11; the robot itself runs on today's scikit-learn).
 """
 
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,8 +25,8 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.evaluation import (
-    EvaluationResult, _embed_all, _json_safe, _MaskReader, default_session_factory, load_sequences,
-    object_ids_of, score_frames,
+    _json_safe, _MaskReader, add_ground_truth_objects, default_session_factory, embedded_sessions, jf_summary,
+    load_sequences, object_ids_of, score_frames,
 )
 from engine.metrics import jaccard
 
@@ -99,33 +98,20 @@ def run_robot(
     seconds = np.zeros((rounds, len(seqs)))
     robot_seconds = np.zeros((rounds, len(seqs)))
     per_seq: dict[str, list[dict]] = {}
-    embed_seconds = 0.0
-    for si, seq in enumerate(seqs):
-        with tempfile.TemporaryDirectory(prefix=f"vos-robot-{seq.name}-") as tmp:
-            session = make(Path(tmp) / "project", seq.image_dir)
-            try:
-                t0 = time.perf_counter()
-                _embed_all(session)
-                embed_seconds += time.perf_counter() - t0
-                per_seq[seq.name] = []
-                for r, (scores, secs, rsecs, frame, n) in enumerate(_robot_rounds(session, seq, robot, rounds)):
-                    seconds[r, si], robot_seconds[r, si] = secs, rsecs
-                    per_round[r] += scores
-                    s = EvaluationResult(scores).summary()
-                    per_seq[seq.name].append({"round": r + 1, "JF_mean": s["JF_mean"], "J_mean": s["J_mean"],
-                                              "F_mean": s["F_mean"], "seconds": secs, "frame": frame,
-                                              "scribbles": n})
-            finally:
-                session.close()
+    timing = {"embed_seconds": 0.0}
+    for si, seq, session in embedded_sessions(seqs, make, "vos-robot", timing):
+        per_seq[seq.name] = []
+        for r, (scores, secs, rsecs, frame, n) in enumerate(_robot_rounds(session, seq, robot, rounds)):
+            seconds[r, si], robot_seconds[r, si] = secs, rsecs
+            per_round[r] += scores
+            per_seq[seq.name].append({"round": r + 1, **jf_summary(scores), "seconds": secs, "frame": frame,
+                                      "scribbles": n})
         if progress is not None:
             progress(si + 1, len(seqs))
-    out_rounds = []
-    for r in range(rounds):
-        s = EvaluationResult(per_round[r]).summary()
-        out_rounds.append({"round": r + 1, "JF_mean": s["JF_mean"], "J_mean": s["J_mean"], "F_mean": s["F_mean"],
-                           "seconds": float(seconds[r].mean()), "robot_seconds": float(robot_seconds[r].mean())})
+    out_rounds = [{"round": r + 1, **jf_summary(per_round[r]), "seconds": float(seconds[r].mean()),
+                   "robot_seconds": float(robot_seconds[r].mean())} for r in range(rounds)]
     return _json_safe({"user": "robot", "split": split, "n_sequences": len(seqs), "rounds": out_rounds,
-                       "embed_seconds": embed_seconds, "sequences": per_seq})
+                       "embed_seconds": timing["embed_seconds"], "sequences": per_seq})
 
 
 def _robot_rounds(session, seq, robot, rounds: int):
@@ -133,10 +119,7 @@ def _robot_rounds(session, seq, robot, rounds: int):
     gts = [seq.ground_truth(t) for t in range(len(seq))]
     object_ids = object_ids_of(gts[0])
     work_h, work_w = session.mask(0).shape
-    to_session, to_gt = {}, {}
-    for k in object_ids:
-        obj = session.add_object(name=f"object {k}")
-        to_session[k], to_gt[obj.id] = obj.id, k
+    to_session, to_gt = add_ground_truth_objects(session, object_ids)
     reader = _MaskReader(session, to_gt, gts[0].shape)
     preds = [reader(t) for t in range(len(seq))]
     J = [np.mean([jaccard(p == k, g == k) for k in object_ids]) for p, g in zip(preds, gts)]

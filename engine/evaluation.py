@@ -416,35 +416,26 @@ def run_semi_supervised(
     objects: list[ObjectScores] = []
     least_sure: dict[str, dict] = {}
     totals = {"frames": 0, "embed_seconds": 0.0, "propagate_seconds": 0.0}
-    for done, seq in enumerate(seqs, 1):
+    for si, seq, session in embedded_sessions(seqs, make, "vos-eval", totals):
         gt0 = seq.ground_truth(0)
-        with tempfile.TemporaryDirectory(prefix=f"vos-eval-{seq.name}-") as tmp:
-            session = make(Path(tmp) / "project", seq.image_dir)
-            try:
-                t0 = time.perf_counter()
-                _embed_all(session)
-                t1 = time.perf_counter()
-                to_gt = {obj: k for k, obj in session.add_objects_from_ids(0, gt0).items()}
-                for _ in session.propagate(0, direction="forward"):
-                    pass
-                t2 = time.perf_counter()
-                if save_predictions is not None:
-                    from engine.palette import write_id_png
+        t1 = time.perf_counter()
+        to_gt = {obj: k for k, obj in session.add_objects_from_ids(0, gt0).items()}
+        for _ in session.propagate(0, direction="forward"):
+            pass
+        totals["propagate_seconds"] += time.perf_counter() - t1
+        if save_predictions is not None:
+            from engine.palette import write_id_png
 
-                    preds = _MaskReader(session, to_gt, gt0.shape)
-                    for t, name in enumerate(seq.frame_names):
-                        write_id_png(Path(save_predictions) / seq.name / f"{name}.png", preds(t))
-                scores = score_session(seq, session, to_gt)
-                objects += scores
-                ranked = [seq.frame_names[t] for t in session.frames_most_likely_wrong(len(seq))]
-                least_sure[seq.name] = least_sure_check(scores, ranked)
-            finally:
-                _close(session)
+            preds = _MaskReader(session, to_gt, gt0.shape)
+            for t, name in enumerate(seq.frame_names):
+                write_id_png(Path(save_predictions) / seq.name / f"{name}.png", preds(t))
+        scores = score_session(seq, session, to_gt)
+        objects += scores
+        ranked = [seq.frame_names[t] for t in session.frames_most_likely_wrong(len(seq))]
+        least_sure[seq.name] = least_sure_check(scores, ranked)
         totals["frames"] += len(seq)
-        totals["embed_seconds"] += t1 - t0
-        totals["propagate_seconds"] += t2 - t1
         if progress is not None:
-            progress(done, len(seqs))
+            progress(si + 1, len(seqs))
     n = max(totals["frames"], 1)
     timing = dict(totals)
     timing["embed_seconds_per_frame"] = totals["embed_seconds"] / n
@@ -511,39 +502,55 @@ def run_interactive(
     per_round: list[list[ObjectScores]] = [[] for _ in range(rounds + 1)]
     seconds = np.zeros((rounds + 1, len(seqs)))
     per_seq: dict[str, list[dict]] = {}
-    embed_seconds = 0.0
+    timing = {"embed_seconds": 0.0}
+    for si, seq, session in embedded_sessions(seqs, make, "vos-ieval", timing):
+        per_seq[seq.name] = []
+        for r, (scores, secs, clicks) in enumerate(_interactive_rounds(session, seq, rounds)):
+            seconds[r, si] = secs
+            per_round[r] += scores
+            per_seq[seq.name].append({
+                "round": r, **jf_summary(scores), "seconds": float(secs),
+                "clicks": [{"frame": c.frame, "object_id": c.object_id, "x": c.x, "y": c.y, "positive": c.positive} for c in clicks],
+            })
+        if progress is not None:
+            progress(si + 1, len(seqs))
+    out_rounds = [{"round": r, **jf_summary(per_round[r]),
+                   "seconds": float(seconds[r].mean()) if len(seqs) else 0.0, "seconds_total": float(seconds[r].sum())}
+                  for r in range(rounds + 1)]
+    return _json_safe({
+        "split": split, "n_sequences": len(seqs), "rounds": out_rounds, "embed_seconds": timing["embed_seconds"],
+        "sequences": per_seq,
+    })
+
+
+def embedded_sessions(seqs, make, prefix: str, timing: dict):
+    """(index, sequence, session) for each sequence: a session on a temporary project, its frames embedded (that
+    time added to timing["embed_seconds"]), closed once the caller moves on to the next sequence."""
     for si, seq in enumerate(seqs):
-        with tempfile.TemporaryDirectory(prefix=f"vos-ieval-{seq.name}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-{seq.name}-") as tmp:
             session = make(Path(tmp) / "project", seq.image_dir)
             try:
                 t0 = time.perf_counter()
                 _embed_all(session)
-                embed_seconds += time.perf_counter() - t0
-                per_seq[seq.name] = []
-                for r, (scores, secs, clicks) in enumerate(_interactive_rounds(session, seq, rounds)):
-                    seconds[r, si] = secs
-                    per_round[r] += scores
-                    s = EvaluationResult(scores).summary()
-                    per_seq[seq.name].append({
-                        "round": r, "JF_mean": s["JF_mean"], "J_mean": s["J_mean"], "F_mean": s["F_mean"],
-                        "seconds": float(secs),
-                        "clicks": [{"frame": c.frame, "object_id": c.object_id, "x": c.x, "y": c.y, "positive": c.positive} for c in clicks],
-                    })
+                timing["embed_seconds"] += time.perf_counter() - t0
+                yield si, seq, session
             finally:
                 _close(session)
-        if progress is not None:
-            progress(si + 1, len(seqs))
-    out_rounds = []
-    for r in range(rounds + 1):
-        s = EvaluationResult(per_round[r]).summary()
-        out_rounds.append({
-            "round": r, "JF_mean": s["JF_mean"], "J_mean": s["J_mean"], "F_mean": s["F_mean"],
-            "seconds": float(seconds[r].mean()) if len(seqs) else 0.0, "seconds_total": float(seconds[r].sum()),
-        })
-    return _json_safe({
-        "split": split, "n_sequences": len(seqs), "rounds": out_rounds, "embed_seconds": embed_seconds,
-        "sequences": per_seq,
-    })
+
+
+def jf_summary(scores: list[ObjectScores]) -> dict[str, float]:
+    """{"JF_mean", "J_mean", "F_mean"} of some objects' scores: what a round or a sequence reports."""
+    s = EvaluationResult(scores).summary()
+    return {"JF_mean": s["JF_mean"], "J_mean": s["J_mean"], "F_mean": s["F_mean"]}
+
+
+def add_ground_truth_objects(session, object_ids) -> tuple[dict[int, int], dict[int, int]]:
+    """One empty session object per ground-truth id: ({gt id: object id}, {object id: gt id})."""
+    to_session, to_gt = {}, {}
+    for k in object_ids:
+        obj = session.add_object(name=f"object {k}")
+        to_session[k], to_gt[obj.id] = obj.id, k
+    return to_session, to_gt
 
 
 def _interactive_rounds(session, seq: DavisSequence, rounds: int):
@@ -553,10 +560,7 @@ def _interactive_rounds(session, seq: DavisSequence, rounds: int):
     gts = [seq.ground_truth(t) for t in range(len(seq))]
     object_ids = object_ids_of(gts[0])
     work_shape = session.mask(0).shape
-    to_session, to_gt = {}, {}
-    for k in object_ids:
-        obj = session.add_object(name=f"object {k}")
-        to_session[k], to_gt[obj.id] = obj.id, k
+    to_session, to_gt = add_ground_truth_objects(session, object_ids)
     preds = jf = None
     for r in range(rounds + 1):
         if r == 0:
