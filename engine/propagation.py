@@ -30,7 +30,7 @@ import numpy as np
 
 from .continuity import keep_tracked, present_objects
 from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
-from .retrieval import LabelIndex, make_prototypes, softmax_scores
+from .retrieval import LabelIndex, make_prototypes, share_budget, softmax_scores
 from .upsample import EdgeAwareUpsampler, argmax_ids, bilinear, grid_average, label_fractions
 
 
@@ -132,7 +132,8 @@ class Propagator:
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):
         """{label: (M, D) prototypes} from the nearest reference keyframes of the active objects and
-        their clicks (each label's chunks share max_prototypes), and the sorted list of frames used."""
+        their clicks (each label's chunks share max_prototypes, see share_budget), and the sorted list of
+        frames used."""
         cfg = self.config
         frames: set[int] = set()
         per_obj_frames = {}
@@ -163,8 +164,8 @@ class Propagator:
         dim = task.embedding(t0).shape[-1]
         pools = {}
         for lab, parts in chunks.items():
-            budget = max(32, cfg.max_prototypes // max(1, len(parts)))
-            pools[lab] = np.concatenate([make_prototypes(v, budget, seed=lab) for v in parts]
+            budgets = share_budget([len(v) for v in parts], cfg.max_prototypes)
+            pools[lab] = np.concatenate([make_prototypes(v, b, seed=lab) for v, b in zip(parts, budgets)]
                                         or [np.zeros((0, dim), np.float32)])
         return pools, sorted(frames)
 

@@ -83,6 +83,20 @@ def make_prototypes(vectors: np.ndarray, max_prototypes: int = 128, seed: int = 
     return l2_normalise(km.centroids)
 
 
+def share_budget(sizes: list[int], total: int, floor: int = 32) -> list[int]:
+    """Prototype budgets of chunks that share one label's `total`: a chunk smaller than an equal share of
+    what is left keeps all its vectors (a click's few cells), the others split the rest equally, and no
+    chunk gets less than `floor`. So a click does not halve its keyframe's prototypes."""
+    budgets = [0] * len(sizes)
+    left, rest = total, sorted(range(len(sizes)), key=lambda i: sizes[i])
+    while rest:
+        share = max(floor, left // len(rest))
+        i = rest.pop(0)
+        budgets[i] = min(sizes[i], share)
+        left = max(0, left - budgets[i])
+    return budgets
+
+
 def _new_index(dim: int, use_gpu: bool):
     if use_gpu:  # pragma: no cover - needs a GPU
         return faiss.GpuIndexFlatIP(_gpu_resources(), dim)

@@ -61,3 +61,13 @@ def test_gpu_index_matches_cpu():  # pragma: no cover - needs a GPU
     cpu = LabelIndex(pools, use_gpu=False).scores(q)
     gpu = LabelIndex(pools, use_gpu=True).scores(q)
     np.testing.assert_allclose(cpu, gpu, atol=1e-4)
+
+
+def test_small_chunks_keep_their_vectors_and_large_ones_share_the_rest():
+    from engine.retrieval import share_budget
+
+    assert share_budget([5000], 512) == [512]
+    assert share_budget([5000, 9], 512) == [503, 9]            # a click leaves its keyframe 503, not 256
+    assert share_budget([3000, 4000, 10], 512) == [251, 251, 10]
+    assert share_budget([100, 4000], 512) == [100, 412]
+    assert share_budget([5000] * 20, 512) == [32] * 20          # the floor
