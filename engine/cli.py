@@ -140,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="reproduce the shipped weights from DAVIS frames")
     t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
+    t.add_argument("--boundary", action="store_true", help="train the boundary head instead of the embedding head")
+    t.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="with --boundary: first the K-fold validation report (kfold.json beside the weights)")
+    t.add_argument("--embedding-cache", type=Path, metavar="DIR",
+                   help="with --boundary: keep each sequence's embeddings in DIR and reuse them")
     t.add_argument("--out", type=Path,
                    help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
@@ -353,8 +358,15 @@ def _train(args) -> None:
     from engine.progress import Stages
 
     root = args.davis_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-train"
-    with Stages(units={"training": "iteration", "loading sequences": "sequence"}) as stages:
-        if args.refiner:
+    units = {"training": "iteration", "loading sequences": "sequence", "engine output": "sequence",
+             **{f"training fold {k + 1} of {args.folds}": "iteration" for k in range(args.folds)}}
+    with Stages(units=units) as stages:
+        if args.boundary:
+            from engine.boundary_train import train_boundary
+
+            train_boundary(root, out_dir=args.out, seed=args.seed, folds=args.folds,
+                           embedding_cache=args.embedding_cache, progress=stages.callback)
+        elif args.refiner:
             from engine.refiners import train_refiner
 
             train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed, progress=stages.callback)

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
+from .boundary import WEIGHTS, load_head
 from .continuity import keep_tracked, present_objects
 from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
 from .retrieval import LabelIndex, make_prototypes, share_budget, softmax_scores
@@ -45,8 +46,17 @@ class PropagationConfig:
     prior_strength: float = 0.03  # similarity lost per cell beyond that radius
     refine_radius: int = 8        # guided filter radius at half resolution (0 = bilinear only)
     refine_eps: float = 1e-3
+    boundary_head: str = "shipped"  # learned boundary head after the guided filter: "shipped"
+    # (resources/boundary/head.pt), "none", or the path of another head (the k-fold runs)
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
+
+
+def boundary_head(name: str):
+    """PropagationConfig.boundary_head -> the BoundaryHead to use, or None."""
+    if name == "none":
+        return None
+    return load_head(WEIGHTS if name == "shipped" else name)
 
 
 class FrameResult(NamedTuple):
@@ -127,7 +137,8 @@ class Propagator:
     def __init__(self, config: PropagationConfig | None = None, refiner=None):
         self.config = config or PropagationConfig()
         self.refiner = refiner
-        self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps)
+        self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps,
+                                            boundary_head(self.config.boundary_head))
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):

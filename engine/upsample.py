@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .boundary import refine
+
 STRIDE = 8
 
 
@@ -64,34 +66,44 @@ class EdgeAwareUpsampler:
     """Coarse (L, h, w) probabilities + RGB frame (H, W, 3) -> (L, H, W) probabilities.
 
     ``radius`` and ``eps`` are the guided filter's parameters at half resolution; ``radius=0``
-    turns the refinement off (plain bilinear). The defaults are the engine's one setting (measured on
-    DAVIS train sequences, see PropagationConfig.refine_radius): propagation, clicks, refiners (the
-    modulation network is trained on it) and ``Session.probabilities`` all upsample the same way, so a
-    frame's probabilities agree with its mask.
+    turns the refinement off (plain bilinear). ``head``: a trained engine.boundary.BoundaryHead that
+    re-decides each object's unsure pixels after the guided filter, or None. The defaults are the
+    engine's one setting (measured on DAVIS train sequences, see PropagationConfig): propagation, clicks,
+    refiners and ``Session.probabilities`` all upsample the same way, so a frame's probabilities agree with
+    its mask.
     """
 
-    def __init__(self, radius: int = 8, eps: float = 1e-3):
+    def __init__(self, radius: int = 8, eps: float = 1e-3, head=None):
         self.radius = radius
         self.eps = eps
+        self.head = head
+
+    def half_size(self, probs: np.ndarray, image: np.ndarray, size_hw: tuple[int, int]):
+        """(plain bilinear (L, H/2, W/2), guided-filtered planes 1..L-1 (L-1, H/2, W/2), guide (H/2, W/2, 3)):
+        what the boundary head reads, and is trained on (engine/boundary_train.py)."""
+        H, W = size_hw
+        hh, hw = (H + 1) // 2, (W + 1) // 2
+        half = _resize_stack(probs, (hh, hw), STRIDE // 2)
+        guide = cv2.resize(image, (hw, hh), interpolation=cv2.INTER_AREA)
+        gf = cv2.ximgproc.createGuidedFilter(guide, self.radius, self.eps)
+        planes = range(1, len(probs)) if len(probs) > 1 else range(1)
+        return half, np.stack([gf.filter(half[i]) for i in planes]), guide
 
     def __call__(self, probs: np.ndarray, image: np.ndarray | None,
                  size_hw: tuple[int, int]) -> np.ndarray:
         H, W = size_hw
         if image is None or self.radius <= 0:
             return _resize_stack(probs, (H, W), STRIDE)
-        hh, hw = (H + 1) // 2, (W + 1) // 2
-        half = _resize_stack(probs, (hh, hw), STRIDE // 2)
-        guide = cv2.resize(image, (hw, hh), interpolation=cv2.INTER_AREA)
-        gf = cv2.ximgproc.createGuidedFilter(guide, self.radius, self.eps)
+        half, smooth, guide = self.half_size(probs, image, size_hw)
         out = np.empty((len(probs), H, W), np.float32)
         # the guided filter is linear and keeps constants: filter L-1 planes, the first is 1 - rest
-        for i in range(1, len(probs)):
-            sm = gf.filter(half[i])
+        first = 1 if len(probs) > 1 else 0
+        for i, sm in enumerate(smooth, first):
+            if self.head is not None and first:
+                sm = refine(self.head, np.clip(sm, 0, 1), half[i], guide)
             out[i] = cv2.resize(sm, (W, H), interpolation=cv2.INTER_LINEAR)
-        if len(probs) > 1:
+        if first:
             np.subtract(1.0, out[1:].sum(axis=0), out=out[0])
-        else:
-            out[0] = cv2.resize(gf.filter(half[0]), (W, H), interpolation=cv2.INTER_LINEAR)
         return out
 
 

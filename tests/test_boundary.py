@@ -1,0 +1,139 @@
+"""The learned boundary head: gate identity, sparse run equal to a whole-frame run, weights, training."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine.boundary import WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, quarter, refine
+from engine.boundary_train import make_batch, train_head
+from engine.errors import FormatError
+from engine.upsample import EdgeAwareUpsampler, grid_average
+
+
+def _scene(seed=0, size=(120, 214)):
+    """A frame with a bright ellipse and its soft stride-8 probabilities (background, object)."""
+    rng = np.random.default_rng(seed)
+    H, W = size
+    mask = np.zeros((H, W), np.uint8)
+    cv2.ellipse(mask, (W // 2, H // 2), (W // 5, H // 4), 20, 0, 360, 1, -1)
+    image = (rng.random((H, W, 3)) * 60 + mask[..., None] * 150).astype(np.uint8)
+    fr = grid_average(np.stack([1 - mask, mask]).astype(np.float32), (-(-H // 8), -(-W // 8)))
+    return image, mask, fr
+
+
+def _random_head(seed=1):
+    torch.manual_seed(seed)
+    head = BoundaryHead()
+    torch.nn.init.normal_(head.out.weight, std=0.2)
+    return head.eval()
+
+
+def test_untrained_head_is_the_guided_filter():
+    image, _, fr = _scene()
+    half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
+    g = np.clip(smooth[0], 0, 1)
+    np.testing.assert_allclose(refine(BoundaryHead().eval(), g, half[1], guide), g, atol=1e-4)
+
+
+def test_a_trained_head_changes_only_unsure_pixels_near_the_contour():
+    image, _, fr = _scene()
+    fr[1, 2:5, 2:8] = 0.6  # an unsure blob away from the object: not a boundary, left alone
+    fr[0] = 1 - fr[1]
+    half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
+    g = np.clip(smooth[0], 0, 1)
+    out = refine(_random_head(), g, half[1], guide)
+    allowed = changeable(g)
+    assert np.abs(out - g)[allowed].max() > 0.05
+    np.testing.assert_array_equal(out[~allowed], g[~allowed])
+    unsure = 4 * g * (1 - g) >= 0.02
+    assert (unsure & ~allowed).any()  # some unsure pixels are too far from the contour
+
+
+def test_the_box_run_equals_a_whole_frame_run():
+    image, _, fr = _scene(size=(240, 427))
+    up = EdgeAwareUpsampler()
+    half, smooth, guide = up.half_size(fr, image, image.shape[:2])
+    g = np.clip(smooth[0], 0, 1)
+    head = _random_head()
+    boxed = refine(head, g, half[1], guide)
+    x = inputs(quarter(g), quarter(half[1]), quarter(guide))
+    allowed = changeable(g)
+    a = torch.from_numpy(allowed.astype(np.float32))[None, None]
+    with torch.inference_mode():
+        whole = torch.sigmoid(gated(torch.from_numpy(g)[None, None], head(torch.from_numpy(x)[None]), a))[0, 0].numpy()
+    # the object is far from the frame's edges, so the box is strictly inside the frame
+    np.testing.assert_allclose(boxed[allowed], whole[allowed], atol=1e-5)
+
+
+def test_quarter_is_the_mean_of_each_two_by_two_block():
+    a = np.arange(35, dtype=np.float32).reshape(5, 7)
+    q = quarter(a)
+    assert q.shape == (3, 4)
+    assert q[0, 0] == pytest.approx(a[:2, :2].mean())
+    assert q[2, 3] == pytest.approx(a[4, 6])
+
+
+def test_shipped_head_loads_weights_only_and_has_its_record():
+    head = load_head(WEIGHTS)
+    assert isinstance(head, BoundaryHead)
+    assert float(head.out.weight.abs().sum()) > 0  # trained, not the zero initialisation
+    blob = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert set(blob) == {"config", "state"}
+    record = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    assert record["made_by"].startswith("vos-engine train --boundary")
+    assert len(record["train_sequences"]) == 30 and record["seed"] == 0 and record["seconds"] > 0
+    assert record["kfold"]["with head (k-fold)"]["JF_mean"] > record["kfold"]["without head"]["JF_mean"]
+
+
+def test_a_bad_weights_file_is_one_error_naming_it(tmp_path):
+    bad = tmp_path / "head.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(FormatError, match="head.pt"):
+        load_head(bad)
+    with pytest.raises(FormatError, match="not found"):
+        load_head(tmp_path / "missing.pt")
+
+
+def _synthetic_data(n=4):
+    frames = {"guided": [], "plain": [], "rgb": [], "gt": []}
+    for i in range(n):
+        image, mask, fr = _scene(seed=i, size=(480, 854))
+        half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
+        gt = cv2.resize(mask.astype(np.float32), (guide.shape[1], guide.shape[0]), interpolation=cv2.INTER_AREA)
+        for k, v in (("guided", np.clip(smooth[0], 0, 1)), ("plain", half[1]), ("rgb", guide), ("gt", gt)):
+            frames[k].append(v.astype(np.uint8 if k == "rgb" else np.float16))
+    return [{"name": "synthetic", **{k: np.stack(v) for k, v in frames.items()}}]
+
+
+def test_training_batches_and_repeatable_training():
+    data = _synthetic_data()
+    x, g, allowed, target = make_batch(data, np.random.default_rng(0), batch=4)
+    assert x.shape == (4, 6, 64, 64) and g.shape == allowed.shape == target.shape == (4, 1, 128, 128)
+    assert 0 < float(allowed.mean()) < 1
+    a, figures = train_head(data, seed=3, iterations=3, log=lambda *_: None)
+    b, _ = train_head(data, seed=3, iterations=3, log=lambda *_: None)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert figures["iterations"] == 3 and figures["seed"] == 3
+
+
+def test_shipped_head_sharpens_a_real_frame(davis_root):
+    """On a DAVIS frame whose cells are the ground truth blurred, the head's probabilities are closer to the
+    truth than the guided filter's (binary cross-entropy at half size)."""
+    scores = []
+    for seq, t in (("bear", 10), ("dog-agility", 20), ("car-turn", 30)):
+        rgb = cv2.cvtColor(cv2.imread(str(davis_root / "JPEGImages/480p" / seq / f"{t:05d}.jpg")), cv2.COLOR_BGR2RGB)
+        gt = cv2.imread(str(davis_root / "Annotations/480p" / seq / f"{t:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        H, W = gt.shape
+        fr = grid_average(np.stack([~gt, gt]).astype(np.float32), (-(-H // 8), -(-W // 8)))
+        fr = np.stack([cv2.GaussianBlur(f, (3, 3), 0.8) for f in fr])
+        half, smooth, guide = EdgeAwareUpsampler().half_size(fr, rgb, (H, W))
+        g = np.clip(smooth[0], 0, 1)
+        target = cv2.resize(gt.astype(np.float32), (guide.shape[1], guide.shape[0]), interpolation=cv2.INTER_AREA)
+        bce = lambda p: float(torch.nn.functional.binary_cross_entropy(
+            torch.from_numpy(np.clip(p, 1e-4, 1 - 1e-4)), torch.from_numpy(target)))
+        scores.append((bce(refine(load_head(), g, half[1], guide)), bce(g)))
+    assert sum(s[0] for s in scores) < sum(s[1] for s in scores)
