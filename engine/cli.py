@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--sequences", help="comma-separated subset of the split")
     ce.add_argument("--frames-per-sequence", type=_positive, default=3, help="frames sampled evenly (default 3)")
     ce.add_argument("--max-clicks", type=_positive, default=20)
+    ce.add_argument("--embedding-cache", type=Path,
+                    help="keep each video's embeddings in DIR/<video>-<weights>/ between runs")
     ce.add_argument("--json", type=Path)
     ce.set_defaults(run=_click_eval)
 
@@ -140,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="reproduce the shipped weights from DAVIS frames")
     t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
+    t.add_argument("--click-model", action="store_true", help="train the click model instead of the embedding head")
+    t.add_argument("--folds", type=_positive,
+                   help="with --click-model: k-fold over the sequences, model vs heuristics (writes the k-fold JSON)")
+    t.add_argument("--embedding-cache", type=Path,
+                   help="with --click-model: read embeddings from this cache folder (as click-eval keeps it)")
     t.add_argument("--out", type=Path,
                    help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
@@ -292,11 +299,13 @@ def _interactive_eval(args) -> None:
 
 def _click_eval(args) -> None:
     from engine.click_eval import run_click_eval, table
+    from engine.evaluation import default_session_factory
     from engine.progress import Progress
 
     with Progress("click evaluation", unit="sequence") as bar:
         result = run_click_eval(args.davis_root, args.split, _split_sequences(args.sequences),
                                 frames_per_sequence=args.frames_per_sequence, max_clicks=args.max_clicks,
+                                make_session_fn=default_session_factory(embedding_cache=args.embedding_cache),
                                 progress=bar.callback)
     print(table(result))
     _print_json(result, args.json)
@@ -354,7 +363,18 @@ def _train(args) -> None:
 
     root = args.davis_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-train"
     with Stages(units={"training": "iteration", "loading sequences": "sequence"}) as stages:
-        if args.refiner:
+        if args.click_model:
+            from engine import click_model_train as cmt
+
+            if args.folds:
+                result = cmt.run_kfold(root, args.folds, seed=args.seed, embedding_cache=args.embedding_cache,
+                                       out_dir=args.out or cmt.RESOURCES, progress=stages.callback)
+                stages.close()
+                print(cmt.kfold_table(result))
+            else:
+                cmt.train_shipped(root, seed=args.seed, embedding_cache=args.embedding_cache, out_dir=args.out,
+                                  progress=stages.callback)
+        elif args.refiner:
             from engine.refiners import train_refiner
 
             train_refiner(args.refiner, root, out_dir=args.out, seed=args.seed, progress=stages.callback)
