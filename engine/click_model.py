@@ -111,7 +111,6 @@ class ClickModel:
     def __init__(self, net: ClickNet, embedding_weights: str):
         self.net = net.eval()
         self.embedding_weights = embedding_weights  # the embedder's weights_id it was trained on
-        self.local = True  # model_edit: change only the region connected to the newest stroke
 
     def fits(self, embedder) -> bool:
         """True when ``embedder`` makes the embeddings this model was trained on (other heads, other features)."""

@@ -6,7 +6,8 @@ Training follows RITM's iterative scheme on the embedding grid: each sample is a
 point half of the time, else a random point well inside) or from a corrupted ground-truth mask (dilated, eroded,
 cut, shifted, with a stray blob) with a click at its largest error; then 0-3 more clicks, each at the largest
 error of the network's own prediction (a no-grad forward), with that prediction as the previous mask. The loss is
-binary cross-entropy against the cells' ground-truth fractions plus a soft IoU term. One torch thread and seeded
+binary cross-entropy against the cells' ground-truth fractions, weighted up where the previous mask was wrong,
+plus a soft IoU term. One torch thread and seeded
 numpy/torch generators, so a run repeats.
 
 Embeddings come from an embedding cache folder as `vos-engine click-eval --embedding-cache` keeps it (read only,
@@ -38,6 +39,7 @@ BATCH = 8
 STEPS = 700
 LR = 2e-3
 MAX_EXTRA_CLICKS = 3
+ERROR_WEIGHT = 4.0
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -187,12 +189,15 @@ def _batch(frames, rng) -> list[_Clicks]:
     return out
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE against the cell fractions + (1 - soft IoU) per sample."""
+def _loss(logits: torch.Tensor, target: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """BCE against the cell fractions, ERROR_WEIGHT times more where the previous mask was wrong (what the click
+    is for: without it the network learns to copy the previous mask), + (1 - soft IoU) per sample."""
     p = torch.sigmoid(logits)
     inter = (p * target).sum((1, 2, 3))
     union = (p + target - p * target).sum((1, 2, 3))
-    return F.binary_cross_entropy_with_logits(logits, target) + (1 - inter / union.clamp_min(1e-6)).mean()
+    weight = 1.0 + ERROR_WEIGHT * (prev != (target >= 0.5)).float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+    return bce + (1 - inter / union.clamp_min(1e-6)).mean()
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -223,7 +228,8 @@ def train_click_model(frames: list[dict], seed: int = 0, steps: int = STEPS, log
             net.train()
             x = torch.from_numpy(np.stack([s.features() for s in batch]))
             target = torch.from_numpy(np.stack([s.gt for s in batch]))[:, None]
-            loss = _loss(net(x), target)
+            prev = torch.from_numpy(np.stack([s.prev for s in batch]))[:, None]
+            loss = _loss(net(x), target, prev)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -238,6 +244,7 @@ def train_click_model(frames: list[dict], seed: int = 0, steps: int = STEPS, log
         torch.set_num_threads(previous_threads)
     record = {"seed": seed, "steps": steps, "batch": BATCH, "lr": LR, "crop_cells": list(CROP_HW),
               "scales": list(SCALES), "frame_step": FRAME_STEP, "max_extra_clicks": MAX_EXTRA_CLICKS,
+              "error_weight": ERROR_WEIGHT,
               "frames": len(frames), "sequences": sorted({f["seq"] for f in frames}),
               "final_running_loss": round(float(running), 5), "seconds": round(seconds, 1),
               "torch": torch.__version__, "threads": 1,
@@ -260,14 +267,11 @@ def kfold_folds(names: list[str], folds: int) -> list[list[str]]:
     return [names[i * size:(i + 1) * size] for i in range(folds)]
 
 
-RULES = ("whole", "local")  # model_edit's two ways to apply the model's mask (ClickModel.local), both measured
-
-
 def run_kfold(davis_root, folds: int = 5, seed: int = 0, steps: int = STEPS, embedding_cache=None,
               frames_per_sequence: int = 3, out_dir=None, log=print, progress=None) -> dict:
-    """Train on all folds but one and click-eval the held-out one with the model (each rule), for every fold;
-    the retrieval heuristics on the same frames. Writes click_model_kfold.json and each fold's weights
-    (click_model_fold<i>.pt) to out_dir when given, and returns the per-sequence results."""
+    """Train on all folds but one and click-eval the held-out one with the model, for every fold, and the
+    retrieval heuristics on the same frames. Writes click_model_kfold.json (the summary) and each fold's weights
+    (click_model_fold<i>.pt) to out_dir when given; returns the whole click-eval results too."""
     from engine.click_eval import run_click_eval
     from engine.evaluation import default_session_factory
 
@@ -282,51 +286,48 @@ def run_kfold(davis_root, folds: int = 5, seed: int = 0, steps: int = STEPS, emb
             return session
         return make
 
-    out = {"folds": [], "seed": seed, "steps": steps, "frames_per_sequence": frames_per_sequence}
+    out = {"seed": seed, "steps": steps, "frames_per_sequence": frames_per_sequence, "folds": []}
     out["heuristics"] = run_click_eval(davis_root, None, names, frames_per_sequence, make_session_fn=factory(None))
     for i, held in enumerate(kfold_folds(names, folds)):
         log(f"fold {i}: held out {', '.join(held)}")
         model, record = train_click_model([f for f in frames if f["seq"] not in held], seed, steps, log, progress)
         if out_dir is not None:
             model.save(Path(out_dir) / f"click_model_fold{i}.pt")
-        fold = {"held_out": held, "train_seconds": record["seconds"]}
-        for rule in RULES:
-            model.local = rule == "local"
-            fold[rule] = run_click_eval(davis_root, None, held, frames_per_sequence, make_session_fn=factory(model))
-        log(f"fold {i}: NoC@90 " + ", ".join(f"{r} {fold[r]['NoC@90']:.2f}" for r in RULES))
-        out["folds"].append(fold)
+        result = run_click_eval(davis_root, None, held, frames_per_sequence, make_session_fn=factory(model))
+        out["folds"].append({"held_out": held, "train_seconds": record["seconds"], "model": result})
+        log(f"fold {i}: NoC@90 {result['NoC@90']:.2f}")
     out["summary"] = kfold_summary(out)
     if out_dir is not None:
-        atomic_write_json(Path(out_dir) / "click_model_kfold.json", out)
+        atomic_write_json(Path(out_dir) / "click_model_kfold.json",
+                          {**{k: out[k] for k in ("seed", "steps", "frames_per_sequence", "summary")},
+                           "folds": [{k: f[k] for k in ("held_out", "train_seconds")} for f in out["folds"]]})
     return out
 
 
 def kfold_summary(result: dict) -> dict:
-    """Means over every held-out object of each rule and of the heuristics, and the 5 sequences where the
-    best rule is worst at NoC@90."""
+    """Means over every held-out object of the model and of the heuristics, per-sequence figures of both, and
+    the 5 sequences where the model is worst at NoC@90."""
     from engine.click_eval import _summary
 
     max_clicks = result["heuristics"]["max_clicks"]
-    runs = {rule: {seq: q for f in result["folds"] for seq, q in f[rule]["sequences"].items()} for rule in RULES}
-    runs["heuristics"] = result["heuristics"]["sequences"]
-    secs = {rule: [f[rule]["click_seconds"] for f in result["folds"]] for rule in RULES}
-    secs["heuristics"] = [result["heuristics"]["click_seconds"]]
+    runs = {"model": {seq: q for f in result["folds"] for seq, q in f["model"]["sequences"].items()},
+            "heuristics": result["heuristics"]["sequences"]}
+    secs = {"model": [f["model"]["click_seconds"] for f in result["folds"]],
+            "heuristics": [result["heuristics"]["click_seconds"]]}
     summary = {}
     for name, seqs in runs.items():
         summary[name] = _summary([s for q in seqs.values() for s in q["samples"]], max_clicks)
         summary[name]["click_ms"] = 1000 * float(np.mean(secs[name]))
-    best = min(RULES, key=lambda r: summary[r]["NoC@90"])
     per_seq = {seq: {name: {k: runs[name][seq][k] for k in ("NoC@85", "NoC@90", "mIoU")} for name in runs}
-               for seq in runs[best]}
-    summary["best_rule"] = best
-    summary["worst5"] = sorted(per_seq.items(), key=lambda kv: -kv[1][best]["NoC@90"])[:5]
+               for seq in runs["model"]}
+    summary["worst5"] = sorted(per_seq.items(), key=lambda kv: -kv[1]["model"]["NoC@90"])[:5]
     summary["per_sequence"] = per_seq
     return summary
 
 
 def kfold_table(result: dict) -> str:
-    """The k-fold's text table: each rule and the heuristics over all held-out objects, then the worst 5
-    sequences of the best rule."""
+    """The k-fold's text table: the model and the heuristics over all held-out objects, then the model's worst
+    5 sequences."""
     from engine.click_eval import MIN_CLICKS
 
     s = result["summary"]
@@ -337,11 +338,11 @@ def kfold_table(result: dict) -> str:
         return (f"{name:<30}{q['NoC@85']:>8.2f}{q['NoC@90']:>8.2f}"
                 + "".join(f"{q['mIoU'][str(k)]:>8.3f}" for k in range(1, MIN_CLICKS + 1)))
 
-    for name in (*RULES, "heuristics"):
+    for name in ("model", "heuristics"):
         lines.append(row(f"{name} ({s[name]['click_ms']:.0f} ms/click)", s[name]))
-    lines.append(f"worst 5 sequences of the model ({s['best_rule']}), then the heuristics:")
+    lines.append("worst 5 sequences of the model (model, then heuristics):")
     for seq, q in s["worst5"]:
-        lines += [row(f"  {seq[:18]} model", q[s["best_rule"]]), row(f"  {seq[:18]} heuristics", q["heuristics"])]
+        lines += [row(f"  {seq[:18]} model", q["model"]), row(f"  {seq[:18]} heuristics", q["heuristics"])]
     return "\n".join(lines)
 
 

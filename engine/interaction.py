@@ -330,12 +330,12 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     """The click model's answer to the object's strokes on a frame -> new (H, W) uint8 ids.
 
     strokes: [(points, positive)] every click/scribble of ``obj`` on this frame, oldest first, the new one
-    last; ``model``: an engine.click_model.ClickModel. The pixels under the newest stroke always follow its
-    sign. With ``model.local`` only the model's region connected to the newest stroke changes (a positive one
-    adds it, a negative one removes it), so a correction never spoils far-away parts; otherwise the object
-    becomes the model's whole mask. It takes background pixels, and another unlocked object's pixels only
-    where the newest stroke is positive and touches that object (a click on it claims it); locked objects
-    never change.
+    last; ``model``: an engine.click_model.ClickModel. Only the model's region connected to the newest stroke
+    changes: a positive stroke adds it, a negative one removes it (the pixels under the stroke always follow
+    its sign), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
+    in the k-fold, resources/clicks/README.md). It takes background pixels, and another unlocked object's
+    pixels only where the newest stroke is positive and touches that object (a click on it claims it);
+    locked objects never change.
     """
     H, W = ids.shape
     points, positive = strokes[-1]
@@ -351,13 +351,10 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     before = ids == obj
     prob = model.grid_probability(emb, cells[True], cells[False], before, image)
     mask = _UPSAMPLER(np.stack([1.0 - prob, prob]), image, (H, W))[1] > 0.5
-    if getattr(model, "local", False):
-        if positive:
-            mask = before | _connected_to(mask | touched, touched)
-        else:
-            mask = before & ~_connected_to((~mask & before) | (touched & before), touched)
+    if positive:
+        mask = before | _connected_to(mask | touched, touched)
     else:
-        mask = (mask | touched) if positive else (mask & ~touched)
+        mask = before & ~_connected_to((~mask | touched) & before, touched)
     claimable = np.zeros(256, bool)
     claimable[[0, obj]] = True
     if positive:
