@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--sequences", help="comma-separated subset of the split")
     ce.add_argument("--frames-per-sequence", type=_positive, default=3, help="frames sampled evenly (default 3)")
     ce.add_argument("--max-clicks", type=_positive, default=20)
+    ce.add_argument("--embedding-cache", type=Path,
+                    help="keep each video's embeddings in DIR/<video>-<weights>/ between runs")
     ce.add_argument("--json", type=Path)
     ce.set_defaults(run=_click_eval)
 
@@ -141,10 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("davis_root", type=Path, nargs="?", help="default: ../shared/data/davis2016-train")
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
     t.add_argument("--boundary", action="store_true", help="train the boundary head instead of the embedding head")
-    t.add_argument("--folds", type=int, default=0, metavar="K",
-                   help="with --boundary: first the K-fold validation report (kfold.json beside the weights)")
+    t.add_argument("--click-model", action="store_true", help="train the click model instead of the embedding head")
+    t.add_argument("--folds", type=_positive, metavar="K",
+                   help="with --boundary or --click-model: the K-fold validation report (JSON beside the weights)")
     t.add_argument("--embedding-cache", type=Path, metavar="DIR",
-                   help="with --boundary: keep each sequence's embeddings in DIR and reuse them")
+                   help="with --boundary or --click-model: keep each sequence's embeddings in DIR and reuse them")
     t.add_argument("--out", type=Path,
                    help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
@@ -297,11 +300,13 @@ def _interactive_eval(args) -> None:
 
 def _click_eval(args) -> None:
     from engine.click_eval import run_click_eval, table
+    from engine.evaluation import default_session_factory
     from engine.progress import Progress
 
     with Progress("click evaluation", unit="sequence") as bar:
         result = run_click_eval(args.davis_root, args.split, _split_sequences(args.sequences),
                                 frames_per_sequence=args.frames_per_sequence, max_clicks=args.max_clicks,
+                                make_session_fn=default_session_factory(embedding_cache=args.embedding_cache),
                                 progress=bar.callback)
     print(table(result))
     _print_json(result, args.json)
@@ -358,14 +363,26 @@ def _train(args) -> None:
     from engine.progress import Stages
 
     root = args.davis_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-train"
+    folds = args.folds or 0
     units = {"training": "iteration", "loading sequences": "sequence", "engine output": "sequence",
-             **{f"training fold {k + 1} of {args.folds}": "iteration" for k in range(args.folds)}}
+             **{f"training fold {k + 1} of {folds}": "iteration" for k in range(folds)}}
     with Stages(units=units) as stages:
         if args.boundary:
             from engine.boundary_train import train_boundary
 
-            train_boundary(root, out_dir=args.out, seed=args.seed, folds=args.folds,
+            train_boundary(root, out_dir=args.out, seed=args.seed, folds=folds,
                            embedding_cache=args.embedding_cache, progress=stages.callback)
+        elif args.click_model:
+            from engine import click_model_train as cmt
+
+            if args.folds:
+                result = cmt.run_kfold(root, args.folds, seed=args.seed, embedding_cache=args.embedding_cache,
+                                       out_dir=args.out or cmt.RESOURCES, progress=stages.callback)
+                stages.close()
+                print(cmt.kfold_table(result))
+            else:
+                cmt.train_shipped(root, seed=args.seed, embedding_cache=args.embedding_cache, out_dir=args.out,
+                                  progress=stages.callback)
         elif args.refiner:
             from engine.refiners import train_refiner
 

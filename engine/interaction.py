@@ -5,10 +5,12 @@ Coordinates of points are (x, y) in working-resolution pixels (floats allowed); 
 (H, W) uint8 ids; embeddings are (h, w, D) float32 unit vectors on the stride-8 grid.
 Pixels of locked objects are never changed by any edit.
 
-Clicks and scribbles are PML-style: the touched cells' embeddings become references of the
-object (positive) or of "not the object" (negative), the frame is retrieved against them, and
-only the region connected to the click/stroke changes — so one click never recolours far-away
-look-alikes.
+Clicks and scribbles go through the click model (`model_edit`, engine/click_model.py: a small network
+that reads every click of the object on the frame and the mask before the newest one) when the session's
+embedder is the one it was trained on. Otherwise (another embedding head, test embedders) they are
+PML-style (`retrieve_edit`): the touched cells' embeddings become references of the object (positive)
+or of "not the object" (negative), the frame is retrieved against them, and only the region connected
+to the click/stroke changes — so one click never recolours far-away look-alikes.
 """
 
 from __future__ import annotations
@@ -321,6 +323,46 @@ def _shrink_object(ids, emb, obj, seeds: _Seeds, image, extra_pos, extra_neg) ->
     prob = _region_probability(emb, pos, neg, image, (H, W))
     region = ((prob < 0.5) & obj_mask) | (seeds.px & obj_mask)
     return _connected_to(region, seeds.px)
+
+
+def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.ndarray, model,
+               locked: set[int] = frozenset(), seed_radius_px: int = 3) -> np.ndarray:
+    """The click model's answer to the object's strokes on a frame -> new (H, W) uint8 ids.
+
+    strokes: [(points, positive)] every click/scribble of ``obj`` on this frame, oldest first, the new one
+    last; ``model``: an engine.click_model.ClickModel. Only the model's region connected to the newest stroke
+    changes: a positive stroke adds it, a negative one removes it (the pixels under the stroke always follow
+    its sign), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
+    in the k-fold, resources/clicks/README.md). It takes background pixels, and another unlocked object's
+    pixels only where the newest stroke is positive and touches that object (a click on it claims it);
+    locked objects never change.
+    """
+    H, W = ids.shape
+    points, positive = strokes[-1]
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    pts[:, 0] = np.clip(pts[:, 0], 0, W - 1)
+    pts[:, 1] = np.clip(pts[:, 1], 0, H - 1)
+    touched = _stroke_mask((H, W), pts, 2 * seed_radius_px + 1) > 0
+    cells = {True: np.zeros(emb.shape[:2], bool), False: np.zeros(emb.shape[:2], bool)}
+    for stroke, sign in [*strokes[:-1], (pts, positive)]:
+        on = _seed_cells(stroke, emb.shape[:2], 0)
+        cells[sign] |= on
+        cells[not sign] &= ~on
+    before = ids == obj
+    prob = model.grid_probability(emb, cells[True], cells[False], before, image)
+    mask = _UPSAMPLER(np.stack([1.0 - prob, prob]), image, (H, W))[1] > 0.5
+    if positive:
+        mask = before | _connected_to(mask | touched, touched)
+    else:
+        mask = before & ~_connected_to((~mask | touched) & before, touched)
+    claimable = np.zeros(256, bool)
+    claimable[[0, obj]] = True
+    if positive:
+        claimable[[int(v) for v in np.unique(ids[touched]) if int(v) not in locked]] = True
+    new = ids.copy()
+    new[before] = 0
+    new[mask & claimable[ids] & _editable(ids, locked, obj)] = obj
+    return new
 
 
 def brush(ids: np.ndarray, obj: int, points, radius: float, erase: bool = False,

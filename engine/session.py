@@ -24,6 +24,7 @@ working-size pixel coordinates (x = column, y = row), floats allowed.
     s.embed(progress=None, cancel=None) -> Iterator[int]       # frame indices as they are cached
     s.is_embedded(t) -> bool ; s.embedded_count() -> int ; s.embedding(t) -> (h, w, D) float32
     s.click(t, obj_id, x, y, positive=True) -> (H, W) uint8     # ids of frame t, updated
+    s.set_click_model(model | None)   # an engine.click_model.ClickModel (default: the shipped one), None: heuristics
     s.scribble(t, obj_id, points, positive=True) -> (H, W) uint8
     s.brush(t, obj_id, points, radius, erase=False) -> (H, W) uint8
     s.polygon(t, obj_id, points) -> (H, W) uint8
@@ -100,6 +101,7 @@ __all__ = ["Prompt", "Session", "Snapshot"]
 CONFIDENCE_FILE = "confidence.json"
 KEYFRAME_REASONS = {FULL: "annotated", CORRECTED: "corrected", MARKED: "marked", ABSENT: "absent"}
 EMBEDDING_LRU = 24  # frames kept in memory: a propagation's reference keyframes and its last frames
+_SHIPPED = object()  # the click model of resources/clicks, loaded when first needed
 
 
 class Session:
@@ -120,6 +122,7 @@ class Session:
         self.set_refiner(refiner if refiner is not None else project.settings.get("refiner"))
         self._probs: OrderedDict[int, tuple[list[int], np.ndarray]] = OrderedDict()
         self._probs_size = 256
+        self._click_model = _SHIPPED  # loaded on the first click
         self.last_timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ construction
@@ -337,15 +340,38 @@ class Session:
         f = lambda v: np.asarray(v, np.float32).reshape(-1, emb.shape[-1])
         return f(pos), f(neg)
 
+    def set_click_model(self, model) -> None:
+        """What segments clicks and scribbles: an engine.click_model.ClickModel, or None for the retrieval
+        heuristics (engine.interaction.retrieve_edit); the shipped model until set."""
+        with self._lock:
+            self._click_model = model
+
+    def _clicker(self):
+        """The click model, or None (the heuristics): also None when this session's embedder is not the one the
+        model was trained on (another head, a test embedder), whose embeddings it cannot read."""
+        if self._click_model is _SHIPPED:
+            from engine.click_model import ClickModel
+            self._click_model = ClickModel.load()
+        model = self._click_model
+        return model if model is not None and model.fits(self._embeddings().embedder) else None
+
+    def _click_edit(self, ids, t, obj_id, before, points, positive) -> np.ndarray:
+        """Frame t's ids after a click/scribble of the object; ``before``: its earlier ones on t, oldest first."""
+        emb = self.embedding(t)
+        model = self._clicker()
+        if model is not None:
+            strokes = [(it.points, it.positive) for it in before] + [(points, positive)]
+            return edits.model_edit(ids, emb, obj_id, strokes, self.video.frame(t), model, self._locked())
+        pos, neg = self._known_refs(before, emb)
+        return edits.retrieve_edit(ids, emb, obj_id, points, positive, image=self.video.frame(t),
+                                   locked=self._locked(), negatives=neg, positives=pos)
+
     def _retrieve(self, t, obj_id, points, positive, kind) -> np.ndarray:
         start = time.perf_counter()
         with self._lock:
             self._check(t, obj_id)
-            emb = self.embedding(t)
-            pos, neg = self._known_refs(self._annotation.clicks_on(t, obj_id), emb)
-            new = edits.retrieve_edit(self._annotation.masks.get(t), emb, obj_id, points, positive,
-                                      image=self.video.frame(t), locked=self._locked(),
-                                      negatives=neg, positives=pos)
+            new = self._click_edit(self._annotation.masks.get(t), t, obj_id, self._annotation.clicks_on(t, obj_id),
+                                   points, positive)
             out = self._commit_edit(t, obj_id, new, kind, positive, points)
         self.last_timing[f"{kind}_ms"] = (time.perf_counter() - start) * 1000
         return out
@@ -461,10 +487,7 @@ class Session:
         done = []
         for _, it in state.replay_edits(t, obj_id):
             if it.kind in RETRIEVAL_KINDS:
-                emb = self.embedding(t)
-                pos, neg = self._known_refs(done, emb)
-                ids = edits.retrieve_edit(ids, emb, obj_id, it.points, it.positive, image=self.video.frame(t),
-                                          locked=locked, negatives=neg, positives=pos)
+                ids = self._click_edit(ids, t, obj_id, done, it.points, it.positive)
                 done.append(it)
             elif it.kind in ("brush", "eraser"):
                 ids = edits.brush(ids, obj_id, it.points, it.radius, it.kind == "eraser", locked)

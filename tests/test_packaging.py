@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.click_model import WEIGHTS as CLICKS
 from engine.embedding.network import DEFAULT_WEIGHTS
 from engine.project import SAMPLE_PROJECT
 from engine.refiners.modulation import RESOURCES
@@ -34,6 +35,7 @@ def test_checkout_reads_its_own_resources_folders():
     """In a checkout (editable install) the lookups land in the source tree, so `vos-engine train` writes there."""
     assert DEFAULT_WEIGHTS == ROOT / "resources" / "embedding" / "head.pt"
     assert RESOURCES == ROOT / "resources" / "refiners"
+    assert CLICKS == ROOT / "resources" / "clicks" / "click_model.pt"
     assert SAMPLE_PROJECT == ROOT / "sample_projects" / "bigbuckbunny"
 
 
@@ -66,8 +68,9 @@ def test_installed_wheel_finds_weights_and_sample_away_from_the_source_tree(whee
         "from engine.embedding.network import DEFAULT_WEIGHTS\n"
         "from engine.project import SAMPLE_PROJECT, open_sample_copy\n"
         "from engine.refiners.modulation import WEIGHTS, load_model\n"
-        "print(engine.__file__, DEFAULT_WEIGHTS, SAMPLE_PROJECT, WEIGHTS, sep='\\n')\n"
-        "assert Embedder.load().dim == 128 and load_model() is not None\n"
+        "from engine.click_model import WEIGHTS as CLICKS, ClickModel\n"
+        "print(engine.__file__, DEFAULT_WEIGHTS, SAMPLE_PROJECT, WEIGHTS, CLICKS, sep='\\n')\n"
+        "assert Embedder.load().dim == 128 and load_model() is not None and ClickModel.load().fits(Embedder.load())\n"
         "print(len(open_sample_copy(sys.argv[1]).masks.frames()))\n"
     )
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -75,8 +78,8 @@ def test_installed_wheel_finds_weights_and_sample_away_from_the_source_tree(whee
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert all(line.startswith(str(target)) for line in lines[:4]), lines
-    assert lines[4] == "1"  # the sample's annotated first frame came along
+    assert all(line.startswith(str(target)) for line in lines[:5]), lines
+    assert lines[5] == "1"  # the sample's annotated first frame came along
 
 
 def test_weights_env_still_overrides_the_shipped_head(tmp_path, monkeypatch):

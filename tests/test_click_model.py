@@ -1,0 +1,102 @@
+"""The click model (engine/click_model.py): shipped weights, what a click on a real frame gives, the edit rules."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine import interaction as edits
+from engine.click_model import N_AUX, WEIGHTS, ClickModel, ClickNet, features
+from engine.errors import FormatError
+from engine.evaluation import load_sequences
+from engine.metrics import jaccard
+from engine.simulated_user import interior_point
+
+
+def test_shipped_weights_load_with_weights_only():
+    blob = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert set(blob) == {"config", "state_dict", "embedding_weights"}
+    model = ClickModel.load()
+    assert model.embedding_weights == blob["embedding_weights"]
+    assert not model.net.training
+
+
+def test_missing_or_foreign_weights_name_the_file(tmp_path):
+    with pytest.raises(FormatError, match="nothere.pt"):
+        ClickModel.load(tmp_path / "nothere.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"something": torch.zeros(2)}, other)
+    with pytest.raises(FormatError, match="other.pt"):
+        ClickModel.load(other)
+
+
+def test_features_put_the_clicks_where_they_were_made():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(12, 16, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=2, keepdims=True)
+    pos = np.zeros((12, 16), bool)
+    pos[3, 4] = True
+    x = features(emb, pos, np.zeros_like(pos), np.zeros((12, 16)), np.zeros((3, 12, 16), np.float32))
+    assert x.shape == (8 + N_AUX, 12, 16)
+    p_sim, n_sim, p_disk, n_disk, p_dist, n_dist = x[8:14]
+    assert p_sim[3, 4] == pytest.approx(1.0, abs=1e-5) and p_sim.argmax() == 3 * 16 + 4
+    assert p_disk[3, 4] == 1 and p_disk[3, 6] == 0 and p_dist[3, 4] == 1 and p_dist[3, 5] < 1
+    assert not (n_sim.any() or n_disk.any() or n_dist.any())  # no negative click: empty planes
+    assert ClickNet(dim=8)(torch.from_numpy(x)[None]).shape == (1, 1, 12, 16)
+
+
+@pytest.fixture(scope="module")
+def bear_frame(davis_root):
+    """(frame RGB, ground truth bool, embedding) of bear frame 40 at 480p, embedded by the shipped head."""
+    from engine.embedding import Embedder
+
+    seq = load_sequences(davis_root, None, ["bear"])[0]
+    from PIL import Image
+
+    image = np.array(Image.open(seq.image_dir / "00040.jpg").convert("RGB"))
+    return image, seq.ground_truth(40) > 0, Embedder.load(device="cpu").embed(image)
+
+
+def test_one_click_on_a_real_frame_takes_the_whole_object(bear_frame):
+    image, gt, emb = bear_frame
+    x, y = interior_point(gt)
+    ids = edits.model_edit(np.zeros(gt.shape, np.uint8), emb, 1, [([(x, y)], True)], image, ClickModel.load())
+    assert jaccard(ids == 1, gt) > 0.85  # 0.90 (the retrieval heuristics: 0.89)
+    assert set(np.unique(ids)) == {0, 1}
+
+
+def test_a_negative_click_removes_what_it_is_on_and_a_locked_object_never_changes(bear_frame):
+    image, gt, emb = bear_frame
+    model = ClickModel.load()
+    H, W = gt.shape
+    ids = np.zeros((H, W), np.uint8)
+    ids[:, : W // 3] = 2  # another object on the left third (over part of the bear), locked
+    x, y = interior_point(gt)
+    out = edits.model_edit(ids, emb, 1, [([(x, y)], True)], image, model, locked={2})
+    assert np.array_equal(out == 2, ids == 2)
+    assert jaccard(out == 1, gt & (ids != 2)) > 0.7
+    # unlocked, it keeps its pixels unless the click lands on it
+    out = edits.model_edit(ids, emb, 1, [([(x, y)], True)], image, model)
+    assert np.array_equal(out == 2, ids == 2)
+    # a negative click on the bear's mask: the clicked spot goes
+    ids = edits.model_edit(np.zeros((H, W), np.uint8), emb, 1, [([(x, y)], True)], image, model)
+    neg = (x, y + 30)
+    after = edits.model_edit(ids, emb, 1, [([(x, y)], True), ([neg], False)], image, model)
+    assert after[neg[1], neg[0]] == 0 and ids[neg[1], neg[0]] == 1
+    assert ((after == 1) & ~(ids == 1)).sum() < 0.05 * (ids == 1).sum()  # it does not grow elsewhere
+
+
+def test_session_uses_the_model_only_with_the_embedding_it_was_trained_on(tmp_path, davis_root):
+    """The shipped model knows the shipped head's embeddings; any other embedder gets the retrieval heuristics."""
+    from engine.embedding import Embedder
+    from engine.session import Session
+    from tests.test_propagation import ColourEmbedder
+
+    video = davis_root / "JPEGImages" / "480p" / "bear"
+    s = Session.create(tmp_path / "p", video, embedder=Embedder.load(device="cpu"))
+    other = Session.create(tmp_path / "q", video, embedder=ColourEmbedder())
+    try:
+        assert isinstance(s._clicker(), ClickModel)
+        assert other._clicker() is None
+    finally:
+        s.close()
+        other.close()
