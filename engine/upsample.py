@@ -68,9 +68,10 @@ class EdgeAwareUpsampler:
     ``radius`` and ``eps`` are the guided filter's parameters at half resolution; ``radius=0``
     turns the refinement off (plain bilinear). ``head``: a trained engine.boundary.BoundaryHead that
     re-decides each object's unsure pixels after the guided filter, or None. The defaults are the
-    engine's one setting (measured on DAVIS train sequences, see PropagationConfig): propagation, clicks,
-    refiners and ``Session.probabilities`` all upsample the same way, so a frame's probabilities agree with
-    its mask.
+    engine's one guided-filter setting (measured on DAVIS train sequences, see PropagationConfig):
+    propagation, clicks and refiners all use it. Propagation and ``Session.probabilities`` add the
+    boundary head (PropagationConfig.boundary_head), so a frame's probabilities agree with its mask; clicks
+    do not (their model and its k-fold were made without it).
     """
 
     def __init__(self, radius: int = 8, eps: float = 1e-3, head=None):
