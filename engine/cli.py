@@ -144,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
     t.add_argument("--click-model", action="store_true", help="train the click model instead of the embedding head")
     t.add_argument("--folds", type=_positive,
-                   help="with --click-model: k-fold over the sequences, model vs heuristics (writes the k-fold JSON)")
+                   help="with --click-model: k-fold over the sequences, model vs heuristics (writes the k-fold JSON; "
+                        "with --out, each fold's weights too)")
     t.add_argument("--embedding-cache", type=Path,
                    help="with --click-model: read embeddings from this cache folder (as click-eval keeps it)")
     t.add_argument("--out", type=Path,
@@ -368,7 +369,8 @@ def _train(args) -> None:
 
             if args.folds:
                 result = cmt.run_kfold(root, args.folds, seed=args.seed, embedding_cache=args.embedding_cache,
-                                       out_dir=args.out or cmt.RESOURCES, progress=stages.callback)
+                                       out_dir=args.out or cmt.RESOURCES, fold_weights_dir=args.out,
+                                       progress=stages.callback)
                 stages.close()
                 print(cmt.kfold_table(result))
             else:
