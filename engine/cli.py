@@ -145,9 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--boundary", action="store_true", help="train the boundary head instead of the embedding head")
     t.add_argument("--click-model", action="store_true", help="train the click model instead of the embedding head")
     t.add_argument("--folds", type=_positive, metavar="K",
-                   help="with --boundary or --click-model: the K-fold validation report (JSON beside the weights)")
+                   help="with --boundary or --click-model: the K-fold validation report (JSON; --boundary writes it "
+                        "and each fold's head beside the weights, --click-model each fold's weights only with --out)")
     t.add_argument("--embedding-cache", type=Path, metavar="DIR",
-                   help="with --boundary or --click-model: keep each sequence's embeddings in DIR and reuse them")
+                   help="with --boundary or --click-model: read each sequence's embeddings from DIR (--boundary "
+                        "also keeps new ones there)")
     t.add_argument("--out", type=Path,
                    help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
@@ -377,7 +379,8 @@ def _train(args) -> None:
 
             if args.folds:
                 result = cmt.run_kfold(root, args.folds, seed=args.seed, embedding_cache=args.embedding_cache,
-                                       out_dir=args.out or cmt.RESOURCES, progress=stages.callback)
+                                       out_dir=args.out or cmt.RESOURCES, fold_weights_dir=args.out,
+                                       progress=stages.callback)
                 stages.close()
                 print(cmt.kfold_table(result))
             else:

@@ -268,10 +268,10 @@ def kfold_folds(names: list[str], folds: int) -> list[list[str]]:
 
 
 def run_kfold(davis_root, folds: int = 5, seed: int = 0, steps: int = STEPS, embedding_cache=None,
-              frames_per_sequence: int = 3, out_dir=None, log=print, progress=None) -> dict:
+              frames_per_sequence: int = 3, out_dir=None, fold_weights_dir=None, log=print, progress=None) -> dict:
     """Train on all folds but one and click-eval the held-out one with the model, for every fold, and the
-    retrieval heuristics on the same frames. Writes click_model_kfold.json (the summary) and each fold's weights
-    (click_model_fold<i>.pt) to out_dir when given; returns the whole click-eval results too."""
+    retrieval heuristics on the same frames. Writes click_model_kfold.json (the summary) to out_dir and each
+    fold's weights (click_model_fold<i>.pt) to fold_weights_dir, when given; returns the whole click-eval results."""
     from engine.click_eval import run_click_eval
     from engine.evaluation import default_session_factory
 
@@ -291,8 +291,8 @@ def run_kfold(davis_root, folds: int = 5, seed: int = 0, steps: int = STEPS, emb
     for i, held in enumerate(kfold_folds(names, folds)):
         log(f"fold {i}: held out {', '.join(held)}")
         model, record = train_click_model([f for f in frames if f["seq"] not in held], seed, steps, log, progress)
-        if out_dir is not None:
-            model.save(Path(out_dir) / f"click_model_fold{i}.pt")
+        if fold_weights_dir is not None:
+            model.save(Path(fold_weights_dir) / f"click_model_fold{i}.pt")
         result = run_click_eval(davis_root, None, held, frames_per_sequence, make_session_fn=factory(model))
         out["folds"].append({"held_out": held, "train_seconds": record["seconds"], "model": result})
         log(f"fold {i}: NoC@90 {result['NoC@90']:.2f}")
