@@ -176,11 +176,14 @@ def train_boundary(davis_root: str | Path, out_dir: str | Path | None = None, se
                    folds: int = 0, embedding_cache: str | Path | None = None, log=print,
                    progress=None) -> Path:
     """Train the boundary head on every sequence of `davis_root` and write head.pt + head.json into out_dir
-    (default resources/boundary). With folds >= 2, first the k-fold report (out_dir/kfold.json). Returns the
-    weights path. progress(stage, done, total)."""
+    (default resources/boundary). With folds >= 2, first the k-fold report (out_dir/kfold.json; each fold's
+    head in out_dir/kfold/, or <tmp>/vos-boundary/kfold/ by default). Returns the weights path.
+    progress(stage, done, total)."""
     from engine.evaluation import list_sequences
 
     davis_root = Path(davis_root)
+    # each fold's head: beside an explicit out_dir, else in <tmp> (never into the package's resources)
+    fold_dir = (Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / "vos-boundary") / "kfold"
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS.parent
     names = sorted(list_sequences(davis_root, "train"))
     start = time.perf_counter()
@@ -196,7 +199,7 @@ def train_boundary(davis_root: str | Path, out_dir: str | Path | None = None, se
         for k, held in enumerate(fold_sequences(names, folds)):
             head, figures = train_head([d for d in data if d["name"] not in held], seed=seed, log=log,
                                        progress=stage(progress, f"training fold {k + 1} of {folds}"))
-            paths.append(out_dir / "kfold" / f"fold{k + 1}.pt")
+            paths.append(fold_dir / f"fold{k + 1}.pt")
             save_head(head, paths[-1], _record(davis_root, [n for n in names if n not in held], figures,
                                                {"held_out": held}))
         runs = kfold_report(davis_root, names, paths, embedding_cache, out_dir / "kfold.json", seed, log)
