@@ -17,7 +17,6 @@ Weights: resources/boundary/head.pt (config + state dict of plain tensors, loade
 made by `vos-engine train --boundary` (engine/boundary_train.py; the record is resources/boundary/head.json).
 """
 
-import pickle
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -138,6 +137,6 @@ def load_head(path: str | Path = WEIGHTS) -> BoundaryHead:
         head.load_state_dict(blob["state"])
     except FileNotFoundError:
         raise FormatError(path, "boundary head weights not found") from None
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise FormatError(path, f"not boundary head weights ({e})") from None
+    except Exception as e:  # corrupt or foreign file
+        raise FormatError(path, f"not boundary head weights ({e.__class__.__name__})") from None
     return head.eval().requires_grad_(False)
