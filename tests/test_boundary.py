@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.boundary import WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, quarter, refine
+from engine.boundary import (
+    WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_new_holes, quarter, refine,
+)
 from engine.boundary_train import make_batch, train_head
 from engine.errors import FormatError
 from engine.upsample import EdgeAwareUpsampler, grid_average
@@ -137,3 +139,17 @@ def test_shipped_head_sharpens_a_real_frame(davis_root):
             torch.from_numpy(np.clip(p, 1e-4, 1 - 1e-4)), torch.from_numpy(target)))
         scores.append((bce(refine(load_head(), g, half[1], guide)), bce(g)))
     assert sum(s[0] for s in scores) < sum(s[1] for s in scores)
+
+
+def test_the_head_never_cuts_a_new_hole_into_the_object():
+    guided = np.zeros((60, 80), np.float32)
+    guided[10:50, 10:70] = 0.7                   # an unsure object
+    refined = guided.copy()
+    refined[25:35, 30:40] = 0.1                  # the head cut its middle out: a hole
+    refined[10:20, 10:20] = 0.1                  # and trimmed a corner of the outline
+    out = no_new_holes(guided, refined)
+    np.testing.assert_array_equal(out[25:35, 30:40], guided[25:35, 30:40])
+    np.testing.assert_array_equal(out[10:20, 10:20], refined[10:20, 10:20])
+    kept = guided.copy()
+    kept[25:35, 30:40] = 0.0                     # a hole the engine already had stays
+    np.testing.assert_array_equal(no_new_holes(kept, kept), kept)
