@@ -46,7 +46,7 @@ def engine_frames(davis_root: Path, sequences: list[str], embedding_cache: Path 
     sequence is read from cache_dir/<name>.npz when there (delete the folder after changing propagation or
     upsampling: its name records only the embedding head). progress(done, total) per sequence."""
     from engine.evaluation import default_session_factory, embedded_sessions, load_sequences
-    from engine.propagation import PropagationConfig, Propagator, PropagationTask
+    from engine.propagation import PropagationConfig, Propagator, forward_from_first_mask
 
     cached = {n: Path(cache_dir) / f"{n}.npz" for n in sequences} if cache_dir is not None else {}
     out = {}
@@ -63,13 +63,9 @@ def engine_frames(davis_root: Path, sequences: list[str], embedding_cache: Path 
     for si, seq, session in embedded_sessions(seqs, make, "vos-boundary", {"embed_seconds": 0.0}):
         gt = [seq.ground_truth(t) for t in range(len(seq))]
         H, W = gt[0].shape
-        results = {0: gt[0]}
-        task = PropagationTask(n_frames=len(seq), size_hw=(H, W), embedding=session.embedding,
-                               read_ids=lambda t: results.get(t, np.zeros((H, W), np.uint8)),
-                               keyframes={1: {0}}, objects=[1], image=session.video.frame)
         entry = {k: [] for k in ("guided", "plain", "rgb", "gt")}
-        for r in propagator.run(task, 0, "forward"):
-            results[r.t] = r.ids
+        for r in forward_from_first_mask(propagator, len(seq), (H, W), session.embedding, session.video.frame,
+                                         gt[0]):
             plain, smooth, guide = up.half_size(np.stack([r.probs[0], r.probs[1]]), session.video.frame(r.t), (H, W))
             entry["guided"].append(np.clip(smooth[0], 0, 1).astype(np.float16))
             entry["plain"].append(np.clip(plain[1], 0, 1).astype(np.float16))

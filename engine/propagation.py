@@ -131,6 +131,19 @@ def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
     return spans
 
 
+def forward_from_first_mask(propagator: "Propagator", n_frames: int, size_hw: tuple[int, int], embedding,
+                            image, mask0: np.ndarray) -> Iterator[FrameResult]:
+    """Object 1 propagated forward from its mask on frame 0 (the semi-supervised protocol), each result
+    the next frame's previous one: how the learned parts get the engine's own output to train on."""
+    results = {0: mask0.astype(np.uint8)}
+    task = PropagationTask(n_frames=n_frames, size_hw=size_hw, embedding=embedding,
+                           read_ids=lambda t: results.get(t, np.zeros(size_hw, np.uint8)),
+                           keyframes={1: {0}}, objects=[1], image=image)
+    for r in propagator.run(task, 0, "forward"):
+        results[r.t] = r.ids
+        yield r
+
+
 class Propagator:
     """Runs a PropagationTask; one instance may be reused (it keeps its config, refiner and upsampler)."""
 

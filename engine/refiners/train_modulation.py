@@ -114,23 +114,21 @@ def engine_coarse(images: list[np.ndarray], masks: list[np.ndarray],
     """Run the engine's Propagator forward from masks[0] on "frozen"-backbone or "shipped" embeddings.
 
     Returns coarse (n, h4, w4) float16 object probability (edge-aware upsampled as the engine does, then
-    area-averaged to 1/4 size; frame 0 = its ground truth) and ids (n, h4, w4) bool: the engine's result."""
-    from engine.propagation import PropagationTask, Propagator
+    area-averaged to 1/4 size; frame 0 = its ground truth) and ids (n, h4, w4) bool: the engine's result.
+    Without the boundary head: the shipped weights were trained on guided-filter maps (its README)."""
+    from engine.propagation import PropagationConfig, Propagator, forward_from_first_mask
     from engine.upsample import EdgeAwareUpsampler
 
     embs = frozen_embeddings(images) if embeddings == "frozen" else shipped_embeddings(images)
     H, W = masks[0].shape
     h4, w4 = quarter_size(H, W)
-    results = {0: masks[0].astype(np.uint8)}
-    task = PropagationTask(n_frames=len(images), size_hw=(H, W), embedding=lambda t: embs[t],
-                           read_ids=lambda t: results.get(t, np.zeros((H, W), np.uint8)),
-                           keyframes={1: {0}}, objects=[1], image=lambda t: images[t])
     up = EdgeAwareUpsampler()
     q = lambda m: cv2.resize(m.astype(np.float32), (w4, h4), interpolation=cv2.INTER_AREA)
     coarse = [q(masks[0])]
     ids = [q(masks[0]) > 0.5]
-    for r in Propagator().run(task, 0, "forward"):
-        results[r.t] = r.ids
+    propagator = Propagator(PropagationConfig(boundary_head="none"))
+    for r in forward_from_first_mask(propagator, len(images), (H, W), lambda t: embs[t], lambda t: images[t],
+                                     masks[0]):
         labels = list(r.probs)
         full = up(np.stack([r.probs[k] for k in labels]), images[r.t], (H, W))
         full = np.clip(full, 0, None)
