@@ -28,12 +28,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.embedding.network import INPUT_MEAN, INPUT_STD
 from engine.errors import FormatError
 from engine.threads import torch_threads
 
 WEIGHTS = Path(files("engine.resources") / "boundary") / "head.pt"
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+MEAN = np.array(INPUT_MEAN, np.float32)  # the embedding network's normalisation
+STD = np.array(INPUT_STD, np.float32)
 GATE_MIN = 0.02      # pixels with 4 p (1 - p) below this (p < 0.005 or > 0.995) are left as they are
 BAND = 12            # half-size pixels either side of the guided 0.5 contour the head may change (3 cells)
 EPS = 1e-4
