@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import simulated_user as su
-from engine.evaluation import _json_safe, _scale_point, default_session_factory, load_sequences, object_ids_of
+from engine.evaluation import json_safe, scale_point, default_session_factory, load_sequences, object_ids_of
 from engine.metrics import jaccard
 from engine.upsample import resize_ids
 
@@ -57,7 +57,7 @@ def click_object(session, t: int, gt: np.ndarray, max_clicks: int) -> tuple[list
             click = su.first_click(gt_ids, 1, t) if not ious else su.correction_click(pred, gt_ids, [1], t)
             if click is None:  # the mask is exact
                 break
-            x, y = _scale_point(click.x, click.y, gt.shape, work_shape)
+            x, y = scale_point(click.x, click.y, gt.shape, work_shape)
             start = time.perf_counter()
             ids = session.click(t, obj, x, y, positive=click.positive)
             secs.append(time.perf_counter() - start)
@@ -117,7 +117,7 @@ def run_click_eval(
     out.update(_summary(everything, max_clicks))
     out["click_seconds"] = float(np.mean(all_secs)) if all_secs else None
     out["sequences"] = per_seq
-    return _json_safe(out)
+    return json_safe(out)
 
 
 def _summary(samples: list[dict], max_clicks: int) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.evaluation import (
-    _json_safe, _MaskReader, add_ground_truth_objects, default_session_factory, embedded_sessions, jf_summary,
+    json_safe, MaskReader, add_ground_truth_objects, default_session_factory, embedded_sessions, jf_summary,
     load_sequences, object_ids_of, score_frames,
 )
 from engine.metrics import jaccard
@@ -110,7 +110,7 @@ def run_robot(
             progress(si + 1, len(seqs))
     out_rounds = [{"round": r + 1, **jf_summary(per_round[r]), "seconds": float(seconds[r].mean()),
                    "robot_seconds": float(robot_seconds[r].mean())} for r in range(rounds)]
-    return _json_safe({"user": "robot", "split": split, "n_sequences": len(seqs), "rounds": out_rounds,
+    return json_safe({"user": "robot", "split": split, "n_sequences": len(seqs), "rounds": out_rounds,
                        "embed_seconds": timing["embed_seconds"], "sequences": per_seq})
 
 
@@ -120,7 +120,7 @@ def _robot_rounds(session, seq, robot, rounds: int):
     object_ids = object_ids_of(gts[0])
     work_h, work_w = session.mask(0).shape
     to_session, to_gt = add_ground_truth_objects(session, object_ids)
-    reader = _MaskReader(session, to_gt, gts[0].shape)
+    reader = MaskReader(session, to_gt, gts[0].shape)
     preds = [reader(t) for t in range(len(seq))]
     J = [np.mean([jaccard(p == k, g == k) for k in object_ids]) for p, g in zip(preds, gts)]
     for _ in range(rounds):

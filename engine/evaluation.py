@@ -266,7 +266,7 @@ class EvaluationResult:
             out["timing"] = dict(self.timing)
         if self.least_sure:
             out["least_sure"] = self.least_sure_summary()
-        return _json_safe(out)
+        return json_safe(out)
 
     def least_sure_summary(self) -> dict:
         """Means over sequences of least_sure_check's figures, and the per-sequence ones."""
@@ -426,7 +426,7 @@ def run_semi_supervised(
         if save_predictions is not None:
             from engine.palette import write_id_png
 
-            preds = _MaskReader(session, to_gt, gt0.shape)
+            preds = MaskReader(session, to_gt, gt0.shape)
             for t, name in enumerate(seq.frame_names):
                 write_id_png(Path(save_predictions) / seq.name / f"{name}.png", preds(t))
         scores = score_session(seq, session, to_gt)
@@ -447,7 +447,7 @@ def run_semi_supervised(
 def score_session(seq: DavisSequence, session, to_gt: dict[int, int]) -> list[ObjectScores]:
     """Per-object J/F of a session's masks of `seq` (semi-supervised protocol); to_gt: {object id: ground-truth id}."""
     gt0 = seq.ground_truth(0)
-    preds = _MaskReader(session, to_gt, gt0.shape)
+    preds = MaskReader(session, to_gt, gt0.shape)
     return score_frames(seq.name, seq.frame_names, seq.ground_truth, preds, object_ids_of(gt0))
 
 
@@ -517,7 +517,7 @@ def run_interactive(
     out_rounds = [{"round": r, **jf_summary(per_round[r]),
                    "seconds": float(seconds[r].mean()) if len(seqs) else 0.0, "seconds_total": float(seconds[r].sum())}
                   for r in range(rounds + 1)]
-    return _json_safe({
+    return json_safe({
         "split": split, "n_sequences": len(seqs), "rounds": out_rounds, "embed_seconds": timing["embed_seconds"],
         "sequences": per_seq,
     })
@@ -570,13 +570,13 @@ def _interactive_rounds(session, seq: DavisSequence, rounds: int):
             clicks = [] if c is None else [c]
         t0 = time.perf_counter()
         for c in clicks:
-            x, y = _scale_point(c.x, c.y, gts[0].shape, work_shape)
+            x, y = scale_point(c.x, c.y, gts[0].shape, work_shape)
             session.click(c.frame, to_session[c.object_id], x, y, positive=c.positive)
         if clicks:
             for _ in session.propagate(clicks[-1].frame, direction="forward" if r == 0 else "both"):
                 pass
         secs = time.perf_counter() - t0
-        reader = _MaskReader(session, to_gt, gts[0].shape)
+        reader = MaskReader(session, to_gt, gts[0].shape)
         preds = [reader(t) for t in range(len(seq))]
         scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
                               skip_first_last=False)
@@ -584,7 +584,7 @@ def _interactive_rounds(session, seq: DavisSequence, rounds: int):
         yield scores, secs, clicks
 
 
-class _MaskReader:
+class MaskReader:
     """pred_fn(t) over a session: its working-size id mask mapped to ground-truth ids and size."""
 
     def __init__(self, session, to_gt: dict[int, int], gt_shape: tuple[int, int]):
@@ -611,7 +611,7 @@ def _close(session) -> None:
         close()
 
 
-def _scale_point(x: int, y: int, src_shape, dst_shape) -> tuple[int, int]:
+def scale_point(x: int, y: int, src_shape, dst_shape) -> tuple[int, int]:
     """Pixel (x, y) in an image of shape src (H, W) -> the same spot in an image of shape dst (H', W')."""
     if tuple(src_shape) == tuple(dst_shape):
         return int(x), int(y)
@@ -627,12 +627,12 @@ def _mean(vals) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN/inf -> None, numpy scalars -> Python numbers, recursively (JSON has no NaN)."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
         return f if math.isfinite(f) else None
