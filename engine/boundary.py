@@ -4,12 +4,13 @@ The stride-8 retrieval labels whole cells; the guided filter (engine/upsample.py
 nearest image edge but cannot tell which edge is the object's. This small CNN reads, at a quarter of the
 working size, the guided-filter probability of one object, the plain bilinear one and the RGB frame, and
 predicts a residual logit. The residual is upsampled to the guided filter's half size and gated there by
-the guided probability's own uncertainty, 4 p (1 - p), and to a band of BAND pixels around the guided
-map's 0.5 contour: pixels the engine is sure of, and unsure regions away from any edge, stay as they are
-(a version without the band learnt to dissolve whole unsure regions), and a pixel the head takes out of the
-object's inside, in a hole closed off from the frame's edge, keeps its guided value. So an untrained head (zero output layer) is exactly the guided filter, and
-the head only runs on the box around the band. A quarter of the size is fine enough: DAVIS's boundary F
-allows about 8 pixels at 480p.
+the guided probability's own uncertainty, 4 p (1 - p), and to a band around the guided map's 0.5 contour:
+TRAIN_BAND pixels in training, the narrower PropagationConfig.boundary_band in use (same mean, smaller worst
+losses: README). Pixels the engine is sure of, and unsure regions away from any edge, stay as they are (a
+version without the band learnt to dissolve whole unsure regions), and a pixel the head takes out of the
+object's inside, in a hole closed off from the frame's edge, keeps its guided value. So an untrained head
+(zero output layer) is exactly the guided filter, and the head only runs on the box around the band. A
+quarter of the size is fine enough: DAVIS's boundary F allows about 8 pixels at 480p.
 
 Boundary refinement is local (a 68-pixel receptive field at full size), so it transfers from few training
 sequences far better than semantics do.
@@ -36,14 +37,14 @@ WEIGHTS = Path(files("engine.resources") / "boundary") / "head.pt"
 MEAN = np.array(INPUT_MEAN, np.float32)  # the embedding network's normalisation
 STD = np.array(INPUT_STD, np.float32)
 GATE_MIN = 0.02      # pixels with 4 p (1 - p) below this (p < 0.005 or > 0.995) are left as they are
-BAND = 12            # half-size pixels either side of the guided 0.5 contour the head may change (3 cells)
+TRAIN_BAND = 12      # half-size pixels either side of the guided 0.5 contour the head learns on (3 cells)
 EPS = 1e-4
 
 
 class BoundaryHead(nn.Module):
     """(N, 6, h, w) quarter-size inputs (see `inputs`) -> (N, 1, h, w) residual logits of the object."""
 
-    def __init__(self, width: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8)):
+    def __init__(self, width: int = 8, dilations: tuple[int, ...] = (1, 2, 4, 8)):
         super().__init__()
         self.config = {"width": width, "dilations": list(dilations)}
         self.stem = nn.Conv2d(6, width, 3, padding=1)
@@ -73,19 +74,19 @@ def inputs(guided: np.ndarray, plain: np.ndarray, rgb: np.ndarray) -> np.ndarray
     return np.concatenate([g[None], p[None], (g - p)[None], image]).astype(np.float32)
 
 
-def near_contour(guided: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels within BAND of the other side of the guided map's 0.5 contour."""
+def near_contour(guided: np.ndarray, band: int) -> np.ndarray:
+    """(H, W) bool: pixels within `band` of the other side of the guided map's 0.5 contour."""
     inside = (guided >= 0.5).astype(np.uint8)
     if inside.all() or not inside.any():
         return np.zeros(guided.shape, bool)
     d_in = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
     d_out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
-    return np.maximum(d_in, d_out) <= BAND
+    return np.maximum(d_in, d_out) <= band
 
 
-def changeable(guided: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the pixels the head may change, unsure and near the contour."""
-    return (4 * guided * (1 - guided) >= GATE_MIN) & near_contour(guided)
+def changeable(guided: np.ndarray, band: int) -> np.ndarray:
+    """(H, W) bool: the pixels the head may change, unsure and within `band` of the contour."""
+    return (4 * guided * (1 - guided) >= GATE_MIN) & near_contour(guided, band)
 
 
 def gated(guided: torch.Tensor, residual: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -107,10 +108,11 @@ def quarter(a: np.ndarray) -> np.ndarray:
     return cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
-def refine(head: BoundaryHead, guided: np.ndarray, plain: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+def refine(head: BoundaryHead, guided: np.ndarray, plain: np.ndarray, rgb: np.ndarray, band: int) -> np.ndarray:
     """One object's half-size (H, W) guided and bilinear probabilities + half-size RGB -> refined (H, W)
-    probability. The head runs on the box around the changeable pixels plus its receptive field."""
-    allowed = changeable(guided)
+    probability, changed only within `band` of the contour. The head runs on the box around the changeable
+    pixels plus its receptive field."""
+    allowed = changeable(guided, band)
     if not allowed.any():
         return guided
     ys, xs = np.nonzero(allowed)

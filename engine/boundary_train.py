@@ -12,9 +12,10 @@ colour-jittered.
 Adam, cosine learning rate, seeded numpy + torch on one thread, so a rerun gives the same weights.
 
 K-fold (`--folds 5`): the sorted sequences are dealt into K folds (name i goes to fold i mod K); for each fold
-a head is trained on the other folds and `evaluate` runs on the fold's sequences with it. The report
-(kfold.json and a table) puts the mean over all sequences and the worst ones beside the same run without
-the head. The shipped head is then trained on every sequence.
+a head is trained on the other folds and `evaluate` runs on the fold's sequences with it, at the engine's
+band (PropagationConfig.boundary_band) and at TRAIN_BAND. The report (kfold.json and a table) puts the mean
+over all sequences and the worst ones beside the same run without the head. The shipped head is then
+trained on every sequence.
 """
 
 import io
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
-from engine.boundary import WEIGHTS, BoundaryHead, changeable, gated, inputs, quarter
+from engine.boundary import TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, quarter
 from engine.progress import stage
 
 WINDOW = 128        # half-size training window side
@@ -92,7 +93,7 @@ def make_batch(data: list[dict], rng: np.random.Generator, batch: int = BATCH):
         t = int(rng.integers(len(seq["gt"])))
         g = seq["guided"][t].astype(np.float32)
         gt = seq["gt"][t].astype(np.float32)
-        a = changeable(g)
+        a = changeable(g, TRAIN_BAND)
         H, W = g.shape
         ys, xs_ = np.nonzero(a if rng.random() < 0.5 else (gt > 0.05) & (gt < 0.95))
         if len(ys) == 0:
@@ -218,20 +219,23 @@ def fold_sequences(names: list[str], folds: int) -> list[list[str]]:
 def kfold_report(davis_root: Path, names: list[str], heads: list[Path], embedding_cache, out: Path,
                  seed: int = 0, log=print) -> dict:
     """`evaluate` without a head on every sequence, and each fold's sequences with the head trained
-    without them (heads[k] for fold k); writes {folds, seed, table, runs} to `out`, returns the runs."""
+    without them (heads[k] for fold k), at the engine's band and at the band it was trained on; writes
+    {folds, seed, table, runs} to `out`, returns the runs."""
     from engine.evaluation import compare_table, run_semi_supervised
     from engine.propagation import PropagationConfig
 
-    def evaluate(seqs, head):
+    def evaluate(seqs, head, band=PropagationConfig.boundary_band):
         return run_semi_supervised(davis_root, None, seqs, embedding_cache=embedding_cache,
-                                   config=PropagationConfig(boundary_head=str(head))).to_json()
+                                   config=PropagationConfig(boundary_head=str(head), boundary_band=band)).to_json()
 
     runs = {"without head": evaluate(names, "none")}
-    merged = {"sequences": {}}
-    for held, head in zip(fold_sequences(names, len(heads)), heads):
-        merged["sequences"].update(evaluate(held, head)["sequences"])
-        log(f"evaluated {', '.join(held)} with {head}")
-    runs["with head (k-fold)"] = _means(merged)
+    for name, band in (("with head (k-fold)", PropagationConfig.boundary_band),
+                       (f"with head (k-fold), band {TRAIN_BAND} as trained", TRAIN_BAND)):
+        merged = {"sequences": {}}
+        for held, head in zip(fold_sequences(names, len(heads)), heads):
+            merged["sequences"].update(evaluate(held, head, band)["sequences"])
+            log(f"evaluated {', '.join(held)} with {head}, band {band}")
+        runs[name] = _means(merged)
     table = compare_table(runs)
     atomic_write_json(out, {"folds": len(heads), "seed": seed, "table": table, "runs": runs})
     log(table)

@@ -23,12 +23,13 @@ Refiners (`engine.refiners`) plug in with ``Propagator(refiner=r)``: each pass c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
 
-from .boundary import WEIGHTS, load_head
+from .boundary import WEIGHTS, load_head, refine
 from .continuity import keep_tracked, present_objects
 from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
 from .retrieval import LabelIndex, make_prototypes, share_budget, softmax_scores
@@ -48,15 +49,16 @@ class PropagationConfig:
     refine_eps: float = 1e-3
     boundary_head: str = "shipped"  # learned boundary head after the guided filter: "shipped"
     # (resources/boundary/head.pt), "none", or the path of another head (the k-fold runs)
+    boundary_band: int = 4        # half-size pixels from the guided 0.5 contour the head may change
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
 
 
-def boundary_head(name: str):
-    """PropagationConfig.boundary_head -> the BoundaryHead to use, or None."""
+def boundary_refiner(name: str, band: int):
+    """PropagationConfig.boundary_head and boundary_band -> the upsampler's boundary step, or None."""
     if name == "none":
         return None
-    return load_head(WEIGHTS if name == "shipped" else name)
+    return partial(refine, load_head(WEIGHTS if name == "shipped" else name), band=band)
 
 
 class FrameResult(NamedTuple):
@@ -151,7 +153,7 @@ class Propagator:
         self.config = config or PropagationConfig()
         self.refiner = refiner
         self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps,
-                                            boundary_head(self.config.boundary_head))
+                                            boundary_refiner(self.config.boundary_head, self.config.boundary_band))
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .boundary import refine
-
 STRIDE = 8
 
 
@@ -66,18 +64,19 @@ class EdgeAwareUpsampler:
     """Coarse (L, h, w) probabilities + RGB frame (H, W, 3) -> (L, H, W) probabilities.
 
     ``radius`` and ``eps`` are the guided filter's parameters at half resolution; ``radius=0``
-    turns the refinement off (plain bilinear). ``head``: a trained engine.boundary.BoundaryHead that
-    re-decides each object's unsure pixels after the guided filter, or None. The defaults are the
-    engine's one guided-filter setting (measured on DAVIS train sequences, see PropagationConfig):
-    propagation, clicks and refiners all use it. Propagation and ``Session.probabilities`` add the
-    boundary head (PropagationConfig.boundary_head), so a frame's probabilities agree with its mask; clicks
-    do not (their model and its k-fold were made without it).
+    turns the refinement off (plain bilinear). ``boundary``: (guided, plain, guide) half-size arrays ->
+    refined guided probability, run on each object after the guided filter (a trained boundary head bound
+    to its band, engine.propagation.boundary_refiner), or None. The defaults are the engine's one
+    guided-filter setting (measured on DAVIS train sequences, see PropagationConfig): propagation, clicks
+    and refiners all use it. Propagation and ``Session.probabilities`` add the boundary head
+    (PropagationConfig.boundary_head and boundary_band), so a frame's probabilities agree with its mask;
+    clicks do not (their model and its k-fold were made without it).
     """
 
-    def __init__(self, radius: int = 8, eps: float = 1e-3, head=None):
+    def __init__(self, radius: int = 8, eps: float = 1e-3, boundary=None):
         self.radius = radius
         self.eps = eps
-        self.head = head
+        self.boundary = boundary
 
     def half_size(self, probs: np.ndarray, image: np.ndarray, size_hw: tuple[int, int]):
         """(plain bilinear (L, H/2, W/2), guided-filtered planes 1..L-1 (L-1, H/2, W/2), guide (H/2, W/2, 3)):
@@ -100,8 +99,8 @@ class EdgeAwareUpsampler:
         # the guided filter is linear and keeps constants: filter L-1 planes, the first is 1 - rest
         first = 1 if len(probs) > 1 else 0
         for i, sm in enumerate(smooth, first):
-            if self.head is not None and first:
-                sm = refine(self.head, np.clip(sm, 0, 1), half[i], guide)
+            if self.boundary is not None and first:
+                sm = self.boundary(np.clip(sm, 0, 1), half[i], guide)
             out[i] = cv2.resize(sm, (W, H), interpolation=cv2.INTER_LINEAR)
         if first:
             np.subtract(1.0, out[1:].sum(axis=0), out=out[0])

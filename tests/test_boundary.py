@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from engine.boundary import (
-    WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_new_holes, quarter, refine,
+    TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_new_holes, quarter, refine,
 )
 from engine.boundary_train import make_batch, train_head
 from engine.errors import FormatError
+from engine.propagation import PropagationConfig, Propagator
 from engine.upsample import EdgeAwareUpsampler, grid_average
 
 
@@ -37,7 +38,7 @@ def test_untrained_head_is_the_guided_filter():
     image, _, fr = _scene()
     half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
     g = np.clip(smooth[0], 0, 1)
-    np.testing.assert_allclose(refine(BoundaryHead().eval(), g, half[1], guide), g, atol=1e-4)
+    np.testing.assert_allclose(refine(BoundaryHead().eval(), g, half[1], guide, TRAIN_BAND), g, atol=1e-4)
 
 
 def test_a_trained_head_changes_only_unsure_pixels_near_the_contour():
@@ -46,12 +47,27 @@ def test_a_trained_head_changes_only_unsure_pixels_near_the_contour():
     fr[0] = 1 - fr[1]
     half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
     g = np.clip(smooth[0], 0, 1)
-    out = refine(_random_head(), g, half[1], guide)
-    allowed = changeable(g)
+    out = refine(_random_head(), g, half[1], guide, TRAIN_BAND)
+    allowed = changeable(g, TRAIN_BAND)
     assert np.abs(out - g)[allowed].max() > 0.05
     np.testing.assert_array_equal(out[~allowed], g[~allowed])
     unsure = 4 * g * (1 - g) >= 0.02
     assert (unsure & ~allowed).any()  # some unsure pixels are too far from the contour
+
+
+def test_the_band_in_use_is_narrower_than_in_training_and_comes_from_the_config():
+    image, _, fr = _scene()
+    half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
+    g = np.clip(smooth[0], 0, 1)
+    band = PropagationConfig().boundary_band
+    assert band < TRAIN_BAND
+    narrow, wide = changeable(g, band), changeable(g, TRAIN_BAND)
+    assert narrow.any() and (narrow & ~wide).sum() == 0 and (wide & ~narrow).any()
+    out = refine(_random_head(), g, half[1], guide, band)
+    np.testing.assert_array_equal(out[~narrow], g[~narrow])
+    step = Propagator(PropagationConfig(boundary_band=7)).upsampler.boundary
+    assert step.keywords == {"band": 7}
+    assert Propagator(PropagationConfig(boundary_head="none")).upsampler.boundary is None
 
 
 def test_the_box_run_equals_a_whole_frame_run():
@@ -60,9 +76,9 @@ def test_the_box_run_equals_a_whole_frame_run():
     half, smooth, guide = up.half_size(fr, image, image.shape[:2])
     g = np.clip(smooth[0], 0, 1)
     head = _random_head()
-    boxed = refine(head, g, half[1], guide)
+    boxed = refine(head, g, half[1], guide, TRAIN_BAND)
     x = inputs(quarter(g), quarter(half[1]), quarter(guide))
-    allowed = changeable(g)
+    allowed = changeable(g, TRAIN_BAND)
     a = torch.from_numpy(allowed.astype(np.float32))[None, None]
     with torch.inference_mode():
         whole = torch.sigmoid(gated(torch.from_numpy(g)[None, None], head(torch.from_numpy(x)[None]), a))[0, 0].numpy()
@@ -137,7 +153,7 @@ def test_shipped_head_sharpens_a_real_frame(davis_root):
         target = cv2.resize(gt.astype(np.float32), (guide.shape[1], guide.shape[0]), interpolation=cv2.INTER_AREA)
         bce = lambda p: float(torch.nn.functional.binary_cross_entropy(
             torch.from_numpy(np.clip(p, 1e-4, 1 - 1e-4)), torch.from_numpy(target)))
-        scores.append((bce(refine(load_head(), g, half[1], guide)), bce(g)))
+        scores.append((bce(refine(load_head(), g, half[1], guide, PropagationConfig().boundary_band)), bce(g)))
     assert sum(s[0] for s in scores) < sum(s[1] for s in scores)
 
 
