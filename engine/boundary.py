@@ -8,9 +8,10 @@ the guided probability's own uncertainty, 4 p (1 - p), and to a band around the 
 TRAIN_BAND pixels in training, the narrower PropagationConfig.boundary_band in use (same mean, smaller worst
 losses: README). Pixels the engine is sure of, and unsure regions away from any edge, stay as they are (a
 version without the band learnt to dissolve whole unsure regions), and a pixel the head takes out of the
-object's inside, in a hole closed off from the frame's edge, keeps its guided value. So an untrained head
-(zero output layer) is exactly the guided filter, and the head only runs on the box around the band. A
-quarter of the size is fine enough: DAVIS's boundary F allows about 8 pixels at 480p.
+object's inside, in a hole closed off from the frame's edge, keeps its guided value, as does a pixel it adds
+to a piece of the object it more than doubled. So an untrained head (zero output layer) is exactly the
+guided filter, and the head only runs on the box around the band. A quarter of the size is fine enough:
+DAVIS's boundary F allows about 8 pixels at 480p.
 
 Boundary refinement is local (a 68-pixel receptive field at full size), so it transfers from few training
 sequences far better than semantics do.
@@ -128,7 +129,7 @@ def refine(head: BoundaryHead, guided: np.ndarray, plain: np.ndarray, rgb: np.nd
                       torch.from_numpy(a.astype(np.float32))[None, None])[0, 0].numpy()
     out = guided.copy()
     out[y0:y1, x0:x1] = np.where(a, 1 / (1 + np.exp(-logit)), g)
-    return no_new_holes(guided, out)
+    return no_grown_islands(guided, no_new_holes(guided, out))
 
 
 def no_new_holes(guided: np.ndarray, refined: np.ndarray) -> np.ndarray:
@@ -142,6 +143,23 @@ def no_new_holes(guided: np.ndarray, refined: np.ndarray) -> np.ndarray:
     edge = np.zeros(n, bool)
     edge[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
     restore = cut & ~edge[lab]
+    out = refined.copy()
+    out[restore] = guided[restore]
+    return out
+
+
+def no_grown_islands(guided: np.ndarray, refined: np.ndarray) -> np.ndarray:
+    """`refined` where the head added pixels to a piece of the object that is less than half the guided
+    map's own (a speck it grew into a blob) given back their guided value: the head moves outlines, it does
+    not make new parts of the object."""
+    inside = refined >= 0.5
+    added = inside & (guided < 0.5)
+    if not added.any():
+        return refined
+    n, lab = cv2.connectedComponents(inside.astype(np.uint8), connectivity=4)
+    size = np.bincount(lab.ravel(), minlength=n)
+    was = np.bincount(lab[guided >= 0.5], minlength=n)
+    restore = added & (2 * was < size)[lab]
     out = refined.copy()
     out[restore] = guided[restore]
     return out

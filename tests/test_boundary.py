@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from engine.boundary import (
-    TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_new_holes, quarter, refine,
+    TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_grown_islands, no_new_holes, quarter,
+    refine,
 )
 from engine.boundary_train import make_batch, train_head
 from engine.errors import FormatError
@@ -169,3 +170,18 @@ def test_the_head_never_cuts_a_new_hole_into_the_object():
     kept = guided.copy()
     kept[25:35, 30:40] = 0.0                     # a hole the engine already had stays
     np.testing.assert_array_equal(no_new_holes(kept, kept), kept)
+
+
+def test_the_head_never_grows_a_speck_into_a_new_part_of_the_object():
+    guided = np.full((60, 80), 0.3, np.float32)
+    guided[10:40, 10:40] = 0.7                   # the object
+    guided[50:52, 60:62] = 0.6                   # a 4-pixel speck of it elsewhere
+    refined = guided.copy()
+    refined[10:40, 40:44] = 0.8                  # the head extends the object's outline by 4 pixels
+    refined[46:56, 56:66] = 0.9                  # and grows the speck into a 100-pixel blob
+    out = no_grown_islands(guided, refined)
+    assert (out[46:56, 56:66] >= 0.5).sum() == 4  # the blob is the speck again
+    added = (refined >= 0.5) & (guided < 0.5)
+    np.testing.assert_array_equal(out[46:56, 56:66][added[46:56, 56:66]], guided[46:56, 56:66][added[46:56, 56:66]])
+    np.testing.assert_array_equal(out[10:40, 40:44], refined[10:40, 40:44])
+    np.testing.assert_array_equal(no_grown_islands(guided, guided), guided)
