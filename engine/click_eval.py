@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import simulated_user as su
-from engine.evaluation import json_safe, scale_point, default_session_factory, load_sequences, object_ids_of
+from engine.evaluation import default_session_factory, json_safe, load_sequences, object_ids_of, scale_point
 from engine.metrics import jaccard
 from engine.upsample import resize_ids
 

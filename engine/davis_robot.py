@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.evaluation import (
-    json_safe, MaskReader, add_ground_truth_objects, default_session_factory, embedded_sessions, jf_summary,
+    MaskReader, add_ground_truth_objects, default_session_factory, embedded_sessions, jf_summary, json_safe,
     load_sequences, object_ids_of, score_frames,
 )
 from engine.metrics import jaccard
@@ -111,7 +111,7 @@ def run_robot(
     out_rounds = [{"round": r + 1, **jf_summary(per_round[r]), "seconds": float(seconds[r].mean()),
                    "robot_seconds": float(robot_seconds[r].mean())} for r in range(rounds)]
     return json_safe({"user": "robot", "split": split, "n_sequences": len(seqs), "rounds": out_rounds,
-                       "embed_seconds": timing["embed_seconds"], "sequences": per_seq})
+                      "embed_seconds": timing["embed_seconds"], "sequences": per_seq})
 
 
 def _robot_rounds(session, seq, robot, rounds: int):
