@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from engine.boundary import TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, quarter
 from engine.progress import stage
+from engine.training import step as train_step
 
 WINDOW = 128        # half-size training window side
 ITERATIONS = 1500
@@ -132,13 +133,9 @@ def train_head(data: list[dict], seed: int = 0, iterations: int = ITERATIONS, lo
         x, g, allowed, target = make_batch(data, rng)
         logit = gated(g, head(x), allowed)
         loss = F.binary_cross_entropy_with_logits(logit, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        running = train_step(opt, sched, loss, running)
         with torch.no_grad():
             b = F.binary_cross_entropy(g.clamp(1e-4, 1 - 1e-4), target).item()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         base = b if base is None else 0.98 * base + 0.02 * b
         if progress is not None:
             progress(it + 1, iterations)

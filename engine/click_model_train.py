@@ -30,6 +30,7 @@ from engine import simulated_user as su
 from engine.atomic import atomic_write_json
 from engine.click_model import RESOURCES, ClickModel, ClickNet, features, grid_rgb
 from engine.evaluation import load_sequences
+from engine.training import step as train_step
 from engine.upsample import label_fractions
 
 FRAME_STEP = 3          # every 3rd frame of a training sequence
@@ -230,11 +231,7 @@ def train_click_model(frames: list[dict], seed: int = 0, steps: int = STEPS, log
             target = torch.from_numpy(np.stack([s.gt for s in batch]))[:, None]
             prev = torch.from_numpy(np.stack([s.prev for s in batch]))[:, None]
             loss = _loss(net(x), target, prev)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            running = train_step(opt, sched, loss, running)
             if progress is not None:
                 progress("training", step + 1, steps)
             if step % 100 == 0 or step == steps - 1:

@@ -36,6 +36,7 @@ from engine.progress import stage
 from engine.refiners.modulation import (
     RESOURCES, ModulatedRefiner, gaussian_prior, object_crop, prep_image, quarter_size,
 )
+from engine.training import step as train_step
 
 HOLDOUT = ("bmx-bumps", "drift-turn", "horsejump-low", "kite-walk", "soccerball", "stroller")
 CROP_HW = (64, 112)     # training window at 1/4 size (even, so the 1/8 prior crops align)
@@ -291,11 +292,7 @@ def train_modulation(davis_root: str | Path, out_dir: str | Path | None = None, 
         scales = model.visual(crop)
         logit = model(image, coarse, prior, scales)
         loss = F.binary_cross_entropy_with_logits(logit, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        running = train_step(opt, sched, loss, running)
         if progress is not None:
             progress(it + 1, iterations)
         if it % 100 == 0 or it == iterations - 1:
