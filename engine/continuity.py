@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.palette import present_ids
+
 
 def keep_tracked(probs: np.ndarray, prev_fr: np.ndarray, floor: float) -> np.ndarray:
     """(L, h, w) grid probabilities -> the same, with vanished objects kept where evidence allows.
@@ -38,5 +40,5 @@ def keep_tracked(probs: np.ndarray, prev_fr: np.ndarray, floor: float) -> np.nda
 
 def present_objects(ids: np.ndarray, labels: list[int]) -> set[int]:
     """Objects of ``labels`` (0 excluded) with at least one pixel in the (H, W) uint8 ids."""
-    counts = np.bincount(ids.ravel(), minlength=256)
-    return {lab for lab in labels if lab != 0 and counts[lab] > 0}
+    found = set(present_ids(ids).tolist())
+    return {lab for lab in labels if lab != 0 and lab in found}

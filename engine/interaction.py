@@ -20,6 +20,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .palette import present_ids
 from .retrieval import LabelIndex, softmax_scores
 from .upsample import STRIDE, EdgeAwareUpsampler, label_fractions
 
@@ -252,7 +253,7 @@ def _grow_object(ids, emb, obj, seeds: _Seeds, image, extra_pos, extra_neg) -> n
     if extra_pos is not None:
         pos.append(extra_pos)
     pos = np.concatenate(pos)
-    present = np.flatnonzero(np.bincount(ids.ravel(), minlength=256))
+    present = present_ids(ids)
     others = [int(v) for v in present if v not in (0, obj)]
     neg = []
     if others:

@@ -44,7 +44,7 @@ import numpy as np
 
 from engine.atomic import atomic_write_bytes, fsync_folder, why
 from engine.errors import EngineError, ProjectError, StorageError
-from engine.palette import PALETTE, decode_id_png, encode_id_png
+from engine.palette import PALETTE, decode_id_png, encode_id_png, present_ids
 from engine.video import VideoSource, open_video
 
 try:
@@ -137,9 +137,9 @@ class MaskStore:
             raise ValueError(f"mask for frame {t} must be {(self.size[1], self.size[0])} uint8, "
                              f"got {ids.shape} {ids.dtype}")
         data = encode_id_png(ids)
-        present = tuple(np.flatnonzero(np.bincount(ids.ravel(), minlength=256)[1:]) + 1)
+        present = tuple(int(i) for i in present_ids(ids) if i)
         with self._lock:
-            self._put(t, data, tuple(int(i) for i in present))
+            self._put(t, data, present)
             self._dirty.add(t)
 
     def delete(self, t: int) -> None:

@@ -22,6 +22,7 @@ Refiners (`engine.refiners`) plug in with ``Propagator(refiner=r)``: each pass c
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator, NamedTuple
@@ -196,18 +197,22 @@ class Propagator:
         return pools, sorted(frames)
 
     # ---------------------------------------------------------------- one frame
-    def predict_grid(self, emb: np.ndarray, labels: list[int], index: LabelIndex,
+    @staticmethod
+    def search(index: LabelIndex, emb: np.ndarray) -> np.ndarray:
+        """(h, w, D) embedding -> (len(index.labels), h, w) similarities: a frame's faiss search, the one
+        step that does not depend on the frame before (so `_pass` runs it a frame ahead)."""
+        h, w, D = emb.shape
+        return index.scores(np.ascontiguousarray(emb.reshape(-1, D), dtype=np.float32)).reshape(-1, h, w)
+
+    def predict_grid(self, scores: np.ndarray, labels: list[int], index: LabelIndex,
                      prev_fr: np.ndarray | None) -> np.ndarray:
-        """(h, w, D) embedding -> (L, h, w) float32 probabilities in ``labels`` order.
+        """`search` similarities -> (L, h, w) float32 probabilities in ``labels`` order.
 
         index: the run's LabelIndex over every active label (see reference_pools);
         prev_fr: (L, h, w) label fractions of the previous frame, or None.
         """
         cfg = self.config
-        h, w, D = emb.shape
-        q = np.ascontiguousarray(emb.reshape(-1, D), dtype=np.float32)
-        rows = [index.labels.index(lab) for lab in labels]
-        scores = index.scores(q)[rows].reshape(len(labels), h, w)
+        scores = scores[[index.labels.index(lab) for lab in labels]]
         if prev_fr is not None and cfg.prior_strength > 0:
             for i, lab in enumerate(labels):
                 if lab == 0:
@@ -293,16 +298,28 @@ class Propagator:
         if self.refiner is not None and task.image is not None:
             refs = [Reference(f, task.image(f), task.read_ids(f), task.embedding(f)) for f in ref_frames]
             self.refiner.start(Run(references=refs, t0=t0, step=step))
+
+        def active_at(t: int) -> list[int]:
+            return [] if t in done else [o for o in sorted(spans) if spans[o][0] <= t <= spans[o][1]
+                                         and t not in task.keyframes.get(o, ())]
+
+        # the next frame's search runs on a second thread while this one refines the current frame (faiss
+        # releases the GIL); embeddings are read here, on the caller's thread
+        searcher = ThreadPoolExecutor(1, thread_name_prefix="vos-search")
+        ahead = {}
         try:
-            for t in frames:
-                active = [] if t in done else [o for o in sorted(spans) if spans[o][0] <= t <= spans[o][1]
-                                               and t not in task.keyframes.get(o, ())]
+            for i, t in enumerate(frames):
+                active = active_at(t)
                 if not active:
                     # nothing to rewrite here (a keyframe t0): it becomes the previous frame
                     prev_ids = task.read_ids(t)
                     seen |= present_objects(prev_ids, sorted(spans))
                     continue
-                result = self._frame(task, t, t0, [0] + active, index, prev_ids)
+                emb, found = ahead.pop(t, None) or self._search_on(searcher, index, task.embedding(t))
+                scores = found.result()
+                if i + 1 < len(frames) and active_at(frames[i + 1]):
+                    ahead[frames[i + 1]] = self._search_on(searcher, index, task.embedding(frames[i + 1]))
+                result = self._frame(task, t, t0, [0] + active, index, prev_ids, emb, scores)
                 present = present_objects(result.ids, active)
                 for lab in seen - present:
                     if lab in result.confidence:
@@ -312,16 +329,21 @@ class Propagator:
                 yield result
                 prev_ids = result.ids
         finally:
+            searcher.shutdown(cancel_futures=True)
             if self.refiner is not None and task.image is not None:
                 self.refiner.finish()
 
+    def _search_on(self, searcher: ThreadPoolExecutor, index: LabelIndex, emb: np.ndarray):
+        """(emb, Future of `search(index, emb)`) run on `searcher`."""
+        return emb, searcher.submit(self.search, index, emb)
+
     def _frame(self, task: PropagationTask, t: int, t0: int, labels: list[int], index: LabelIndex,
-               prev_ids: np.ndarray | None) -> FrameResult:
-        """Retrieval, prior, fusion with an earlier result, refinement, upsampling, argmax for frame t."""
-        emb = task.embedding(t)
+               prev_ids: np.ndarray | None, emb: np.ndarray, scores: np.ndarray) -> FrameResult:
+        """Prior, fusion with an earlier result, refinement, upsampling, argmax for frame t (embedding
+        `emb`, `search` similarities `scores`)."""
         grid = emb.shape[:2]
         prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
-        probs = self.predict_grid(emb, labels, index, prev_fr)
+        probs = self.predict_grid(scores, labels, index, prev_fr)
         if self.config.keep_floor > 0 and prev_fr is not None:
             probs = keep_tracked(probs, prev_fr, self.config.keep_floor)
         cur = task.read_ids(t)

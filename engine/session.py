@@ -89,6 +89,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engine.annotation import RETRIEVAL_KINDS, Annotation, Prompt, Snapshot, read_confidence
+from engine.embedding.cache import to_float, to_half
 from engine.errors import ProjectError
 from engine.project import (ABSENT, CORRECTED, FULL, MARKED, SAMPLE_PROJECT, Interaction, ObjectInfo, Project,
                             open_sample_copy)
@@ -515,7 +516,7 @@ class Session:
         session, or None: what probabilities() upsamples and what a re-propagation blends with."""
         with self._lock:
             cached = self._probs.get(t)
-        return None if cached is None else (cached[0], cached[1].astype(np.float32))
+        return None if cached is None else (cached[0], to_float(cached[1]))
 
     def _direction(self, t0: int, direction: str, until: int | None) -> str:
         """The direction to run; with `until`, the one that reaches that frame."""
@@ -568,7 +569,7 @@ class Session:
                 with self._lock:
                     self._annotation.record_propagated(r.t, r.ids, r.confidence)
                     labels = list(r.probs)
-                    self._probs[r.t] = (labels, np.stack([r.probs[k] for k in labels]).astype(np.float16))
+                    self._probs[r.t] = (labels, to_half(np.stack([r.probs[k] for k in labels])))
                     self._probs.move_to_end(r.t)
                     while len(self._probs) > self._probs_size:
                         self._probs.popitem(last=False)

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 
 from engine.embedding import cache as cache_mod
-from engine.embedding.cache import EmbeddingCache
+from engine.embedding.cache import EmbeddingCache, to_float, to_half
 from engine.embedding.network import (DEFAULT_WEIGHTS, Embedder, EmbeddingHead, append_coords, file_sha256,
                                       load_head, save_head)
 from engine.embedding.train import pml_triplet_loss, train_embedding
@@ -270,3 +272,19 @@ def test_triplet_loss_zero_when_positive_closer_by_margin_else_positive():
     a = anchors.clone().requires_grad_(True)
     pml_triplet_loss(a, swapped, ref, ref_lab, margin=0.3).backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=9),
+                  elements=st.floats(width=32, allow_nan=False) | st.sampled_from([6.1e-5, 5.96e-8, 65504.0, 65520.0])))
+def test_fast_half_casts_are_numpys_bit_for_bit(a):
+    """The cache's torch casts (what every frame read goes through) round exactly as numpy does, subnormals,
+    overflow to infinity and negative zero included, and keep the shape."""
+    half = to_half(a)
+    assert half.dtype == np.float16 and half.shape == a.shape
+    with np.errstate(over="ignore"):
+        expected = a.astype(np.float16)
+    np.testing.assert_array_equal(half.view(np.uint16), expected.view(np.uint16))
+    back = to_float(half)
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back.view(np.uint32), half.astype(np.float32).view(np.uint32))

@@ -1,10 +1,12 @@
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from engine.errors import FormatError
-from engine.palette import PALETTE, colorize, read_id_png, write_id_png
+from engine.palette import PALETTE, colorize, present_ids, read_id_png, write_id_png
 
 
 def _ids():
@@ -64,3 +66,13 @@ def test_missing_and_unreadable_files_name_the_file(tmp_path):
 def test_write_rejects_non_uint8(tmp_path):
     with pytest.raises(ValueError):
         write_id_png(tmp_path / "x.png", np.zeros((4, 4), np.int32))
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40),
+                  elements=st.sampled_from([0, 1, 2, 7, 254, 255]) | st.integers(0, 255)),
+       st.integers(1, 3))
+def test_present_ids_are_the_ids_with_a_pixel(ids, step):
+    """present_ids (a histogram) names every id with at least one pixel and no other, on views too."""
+    view = ids[::step, ::step]
+    np.testing.assert_array_equal(present_ids(view), np.unique(view))

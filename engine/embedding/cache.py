@@ -26,6 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine.atomic import atomic_write_json
 from engine.embedding.network import out_size
@@ -48,6 +49,17 @@ def video_fingerprint(path: str | Path) -> dict:
         return {"path": str(p), "kind": "folder", "digest": h.hexdigest()}
     st = p.stat()
     return {"path": str(p), "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def to_half(a: np.ndarray) -> np.ndarray:
+    """float32 -> float16 (bit-identical to numpy's cast). Through torch: numpy's float16 casts are not
+    vectorised (a frame's embedding: 2.1 ms this way, 1.4 ms back, against 0.07 and 0.12 ms)."""
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32)).half().numpy()
+
+
+def to_float(a: np.ndarray) -> np.ndarray:
+    """float16 -> float32, the fast way of `to_half`."""
+    return torch.from_numpy(np.ascontiguousarray(a, np.float16)).float().numpy()
 
 
 class EmbeddingCache:
@@ -144,7 +156,7 @@ class EmbeddingCache:
         h, w = self.grid
         if emb.shape != (h, w, self.dim):
             raise ValueError(f"embedding of frame {t} has shape {emb.shape}, expected {(h, w, self.dim)}")
-        buf = np.ascontiguousarray(emb, dtype="<f2").tobytes()
+        buf = to_half(emb).tobytes()
         with self._lock:
             os.pwrite(self._fd, buf, t * self.frame_bytes)
             self._ready[t] = True  # readable in this process at once (page cache); durable after _sync
@@ -184,8 +196,10 @@ class EmbeddingCache:
                 raise KeyError(f"embedding of frame {t} is not computed yet")
             emb = self._compute_one(t)
         else:
-            raw = os.pread(self._fd, self.frame_bytes, t * self.frame_bytes)
-            emb = np.frombuffer(raw, "<f2").astype(np.float32).reshape(*self.grid, self.dim)
+            half = np.empty((*self.grid, self.dim), np.float16)
+            if os.preadv(self._fd, [half], t * self.frame_bytes) != self.frame_bytes:
+                raise OSError(f"{self.folder / DATA}: frame {t} is cut short")
+            emb = to_float(half)
         emb.flags.writeable = False
         with self._lock:
             self._lru[t] = emb
@@ -210,7 +224,7 @@ class EmbeddingCache:
     def _compute_one(self, t: int) -> np.ndarray:
         emb = np.asarray(self.embedder.embed(self.video.frame(t)), np.float32)
         self._write(t, emb)
-        return emb.astype(np.float16).astype(np.float32)  # identical to what a later read returns
+        return to_float(to_half(emb))  # identical to what a later read returns
 
     def compute(self, progress=None, cancel=None):
         """Generator: embed every frame not cached yet, yielding each frame index once it can be read.
