@@ -102,9 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--sequences", help="comma-separated subset of the split")
     ce.add_argument("--frames-per-sequence", type=_positive, default=3, help="frames sampled evenly (default 3)")
     ce.add_argument("--max-clicks", type=_positive, default=20)
-    ce.add_argument("--embedding-cache", type=Path,
-                    help="keep each video's embeddings in DIR/<video>-<weights>/ between runs")
     ce.add_argument("--json", type=Path)
+    _experiment_options(ce)
     ce.set_defaults(run=_click_eval)
 
     pr = sub.add_parser("propagate", help="propagate a mask through a video and export it")
@@ -308,7 +307,8 @@ def _click_eval(args) -> None:
     with Progress("click evaluation", unit="sequence") as bar:
         result = run_click_eval(args.davis_root, args.split, _split_sequences(args.sequences),
                                 frames_per_sequence=args.frames_per_sequence, max_clicks=args.max_clicks,
-                                make_session_fn=default_session_factory(embedding_cache=args.embedding_cache),
+                                make_session_fn=default_session_factory(embedding_cache=args.embedding_cache,
+                                                                        config=_config(args.settings)),
                                 progress=bar.callback)
     print(table(result))
     _print_json(result, args.json)

@@ -92,3 +92,23 @@ def test_cli_click_eval_writes_json(tmp_path, davis_root, capsys):
     assert "NoC@85" in out and "click time" in out
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["n_objects"] == 1 and data["max_clicks"] == 5
+
+
+def test_cli_click_eval_set_reaches_every_session(tmp_path, davis_root, monkeypatch, capsys):
+    """`click-eval --set` (how the boundary head was tried on clicks, README) configures the sessions it scores."""
+    from engine import evaluation
+    from engine.cli import main
+
+    factory, configs = evaluation.default_session_factory, []
+
+    def recording(**kw):
+        configs.append(kw["config"])
+        return factory(**kw)
+
+    monkeypatch.setattr(evaluation, "default_session_factory", recording)
+    root = _mini_davis2016(tmp_path / "davis", davis_root, {"bear": range(0, 8, 4)})
+    assert main(["click-eval", str(root), "--frames-per-sequence", "1", "--max-clicks", "2",
+                 "--set", "boundary_head=none", "--set", "boundary_band=2"]) == 0
+    assert [(c.boundary_head, c.boundary_band) for c in configs] == [("none", 2)]
+    assert main(["click-eval", str(root), "--set", "no_such_knob=1"]) == 2
+    assert "no_such_knob" in capsys.readouterr().err
