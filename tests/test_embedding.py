@@ -13,8 +13,8 @@ from hypothesis.extra import numpy as hnp
 
 from engine.embedding import cache as cache_mod
 from engine.embedding.cache import EmbeddingCache, to_float, to_half
-from engine.embedding.network import (DEFAULT_WEIGHTS, Embedder, EmbeddingHead, append_coords, file_sha256,
-                                      load_head, save_head)
+from engine.embedding.network import (DEFAULT_WEIGHTS, Backbone, Embedder, EmbeddingHead, append_coords,
+                                      file_sha256, for_inference, load_head, save_head)
 from engine.embedding.train import pml_triplet_loss, train_embedding
 from engine.errors import FormatError
 
@@ -288,3 +288,19 @@ def test_fast_half_casts_are_numpys_bit_for_bit(a):
     back = to_float(half)
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back.view(np.uint32), half.astype(np.float32).view(np.uint32))
+
+
+def test_the_inference_backbone_is_the_backbone_with_its_batch_norms_folded_in():
+    """for_inference (what Embedder runs) gives the plain Backbone's maps, with no batch norm and no pad left
+    at stride 1, and stays frozen."""
+    plain = Backbone()
+    fast = for_inference(Backbone())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.ZeroPad2d) for m in fast.modules()) == sum(
+        isinstance(m, torch.nn.ZeroPad2d) and m.padding[0] != m.padding[1] for m in plain.modules())
+    assert not fast.training and not any(p.requires_grad for p in fast.parameters())
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for a, b in zip(plain(x), fast(x)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
