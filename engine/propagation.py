@@ -51,15 +51,17 @@ class PropagationConfig:
     boundary_head: str = "shipped"  # learned boundary head after the guided filter: "shipped"
     # (resources/boundary/head.pt), "none", or the path of another head (the k-fold runs)
     boundary_band: int = 4        # half-size pixels from the guided 0.5 contour the head may change
+    boundary_most_removed: float = 0.15  # the head takes at most this fraction of an object away, else none
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
 
 
-def boundary_refiner(name: str, band: int):
-    """PropagationConfig.boundary_head and boundary_band -> the upsampler's boundary step, or None."""
+def boundary_refiner(name: str, band: int, most_removed: float):
+    """PropagationConfig.boundary_head, boundary_band and boundary_most_removed -> the upsampler's boundary
+    step, or None."""
     if name == "none":
         return None
-    return partial(refine, load_head(WEIGHTS if name == "shipped" else name), band=band)
+    return partial(refine, load_head(WEIGHTS if name == "shipped" else name), band=band, most_removed=most_removed)
 
 
 class FrameResult(NamedTuple):
@@ -154,7 +156,8 @@ class Propagator:
         self.config = config or PropagationConfig()
         self.refiner = refiner
         self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps,
-                                            boundary_refiner(self.config.boundary_head, self.config.boundary_band))
+                                            boundary_refiner(self.config.boundary_head, self.config.boundary_band,
+                                                             self.config.boundary_most_removed))
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):

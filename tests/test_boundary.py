@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from engine.boundary import (
-    TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_grown_islands, no_new_holes, quarter,
-    refine,
+    TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, load_head, no_grown_islands, no_new_holes,
+    not_dissolved, quarter, refine,
 )
 from engine.boundary_train import make_batch, train_head
 from engine.errors import FormatError
@@ -39,7 +39,7 @@ def test_untrained_head_is_the_guided_filter():
     image, _, fr = _scene()
     half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
     g = np.clip(smooth[0], 0, 1)
-    np.testing.assert_allclose(refine(BoundaryHead().eval(), g, half[1], guide, TRAIN_BAND), g, atol=1e-4)
+    np.testing.assert_allclose(refine(BoundaryHead().eval(), g, half[1], guide, TRAIN_BAND, 1.0), g, atol=1e-4)
 
 
 def test_a_trained_head_changes_only_unsure_pixels_near_the_contour():
@@ -48,7 +48,7 @@ def test_a_trained_head_changes_only_unsure_pixels_near_the_contour():
     fr[0] = 1 - fr[1]
     half, smooth, guide = EdgeAwareUpsampler().half_size(fr, image, image.shape[:2])
     g = np.clip(smooth[0], 0, 1)
-    out = refine(_random_head(), g, half[1], guide, TRAIN_BAND)
+    out = refine(_random_head(), g, half[1], guide, TRAIN_BAND, 1.0)
     allowed = changeable(g, TRAIN_BAND)
     assert np.abs(out - g)[allowed].max() > 0.05
     np.testing.assert_array_equal(out[~allowed], g[~allowed])
@@ -64,10 +64,10 @@ def test_the_band_in_use_is_narrower_than_in_training_and_comes_from_the_config(
     assert band < TRAIN_BAND
     narrow, wide = changeable(g, band), changeable(g, TRAIN_BAND)
     assert narrow.any() and (narrow & ~wide).sum() == 0 and (wide & ~narrow).any()
-    out = refine(_random_head(), g, half[1], guide, band)
+    out = refine(_random_head(), g, half[1], guide, band, 1.0)
     np.testing.assert_array_equal(out[~narrow], g[~narrow])
     step = Propagator(PropagationConfig(boundary_band=7)).upsampler.boundary
-    assert step.keywords == {"band": 7}
+    assert step.keywords == {"band": 7, "most_removed": PropagationConfig().boundary_most_removed}
     assert Propagator(PropagationConfig(boundary_head="none")).upsampler.boundary is None
 
 
@@ -77,7 +77,7 @@ def test_the_box_run_equals_a_whole_frame_run():
     half, smooth, guide = up.half_size(fr, image, image.shape[:2])
     g = np.clip(smooth[0], 0, 1)
     head = _random_head()
-    boxed = refine(head, g, half[1], guide, TRAIN_BAND)
+    boxed = refine(head, g, half[1], guide, TRAIN_BAND, 1.0)
     x = inputs(quarter(g), quarter(half[1]), quarter(guide))
     allowed = changeable(g, TRAIN_BAND)
     a = torch.from_numpy(allowed.astype(np.float32))[None, None]
@@ -154,7 +154,9 @@ def test_shipped_head_sharpens_a_real_frame(davis_root):
         target = cv2.resize(gt.astype(np.float32), (guide.shape[1], guide.shape[0]), interpolation=cv2.INTER_AREA)
         bce = lambda p: float(torch.nn.functional.binary_cross_entropy(
             torch.from_numpy(np.clip(p, 1e-4, 1 - 1e-4)), torch.from_numpy(target)))
-        scores.append((bce(refine(load_head(), g, half[1], guide, PropagationConfig().boundary_band)), bce(g)))
+        cfg = PropagationConfig()
+        scores.append((bce(refine(load_head(), g, half[1], guide, cfg.boundary_band, cfg.boundary_most_removed)),
+                       bce(g)))
     assert sum(s[0] for s in scores) < sum(s[1] for s in scores)
 
 
@@ -185,3 +187,29 @@ def test_the_head_never_grows_a_speck_into_a_new_part_of_the_object():
     np.testing.assert_array_equal(out[46:56, 56:66][added[46:56, 56:66]], guided[46:56, 56:66][added[46:56, 56:66]])
     np.testing.assert_array_equal(out[10:40, 40:44], refined[10:40, 40:44])
     np.testing.assert_array_equal(no_grown_islands(guided, guided), guided)
+
+
+def test_the_head_trims_an_object_but_never_dissolves_it():
+    guided = np.full((60, 80), 0.3, np.float32)
+    guided[10:50, 10:50] = 0.7                   # a 1600-pixel unsure object
+    trimmed = guided.copy()
+    trimmed[10:50, 10:14] = 0.2                  # the head trims 160 pixels (10 %) off one side
+    np.testing.assert_array_equal(not_dissolved(guided, trimmed, 0.2), trimmed)
+    eaten = trimmed.copy()
+    eaten[10:50, 14:30] = 0.2                    # and then eats another 640: half of it is gone
+    eaten[5:10, 10:50] = 0.8                     # while growing the top by 200 pixels
+    out = not_dissolved(guided, eaten, 0.2)
+    np.testing.assert_array_equal(out[10:50, 10:50], guided[10:50, 10:50])  # everything it took is given back
+    np.testing.assert_array_equal(out[5:10], eaten[5:10])                   # what it added stays
+    np.testing.assert_array_equal(not_dissolved(guided, eaten, 1.0), eaten)  # no limit: the head's map
+
+
+def test_propagation_applies_the_removal_limit_of_its_config(monkeypatch):
+    from engine import boundary
+
+    seen = []
+    real = boundary.not_dissolved
+    monkeypatch.setattr(boundary, "not_dissolved", lambda g, r, most: seen.append(most) or real(g, r, most))
+    image, _, fr = _scene()
+    Propagator(PropagationConfig(boundary_most_removed=0.35)).upsampler(fr, image, image.shape[:2])
+    assert seen == [0.35]
