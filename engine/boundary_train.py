@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from engine.boundary import TRAIN_BAND, WEIGHTS, BoundaryHead, changeable, gated, inputs, quarter
 from engine.progress import stage
+from engine.threads import torch_threads
 from engine.training import step as train_step
 
 WINDOW = 128        # half-size training window side
@@ -120,8 +121,14 @@ def make_batch(data: list[dict], rng: np.random.Generator, batch: int = BATCH):
 
 def train_head(data: list[dict], seed: int = 0, iterations: int = ITERATIONS, log=print,
                progress=None) -> tuple[BoundaryHead, dict]:
-    """A head trained on `data` (engine_frames) and its training figures. Deterministic for a seed."""
-    torch.set_num_threads(1)
+    """A head trained on `data` (engine_frames) and its training figures. Deterministic for a seed: one torch
+    thread, and the caller's threads (faiss's too, engine/threads.py) come back afterwards, so the k-fold's
+    evaluations search on every core."""
+    with torch_threads(1):
+        return _train_head(data, seed, iterations, log, progress)
+
+
+def _train_head(data, seed, iterations, log, progress):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = BoundaryHead()

@@ -3,10 +3,12 @@
 import threading
 
 import cv2
+import faiss
 import numpy as np
 
 from engine.propagation import Propagator, PropagationTask, object_spans
 from engine.retrieval import LabelIndex
+from engine.threads import ALL_CORES
 from engine.upsample import EdgeAwareUpsampler, argmax_ids, grid_size, label_fractions, resize_ids
 
 
@@ -104,24 +106,31 @@ def test_backward_from_a_later_keyframe():
     assert min(jaccard(store[t] == 1, gt[t] == 1) for t in done) > 0.85
 
 
-def test_the_search_a_frame_ahead_reads_embeddings_on_the_callers_thread_and_stops_with_the_generator():
+def test_the_search_a_frame_ahead_reads_embeddings_on_the_callers_thread_and_stops_with_the_generator(monkeypatch):
     """The next frame's faiss search runs beside the current frame (Propagator._pass): the results are those
     of searching frame by frame, embeddings (which may run the network) are read on the caller's thread
-    only, and closing the generator early leaves no search thread behind."""
+    only, the search leaves the caller's core to it without changing the caller's threads, and closing the
+    generator early leaves no search thread behind."""
     frames, gt = square_video(n=12)
     store = {0: gt[0]}
     task = make_task(frames, store, {1: {0}}, [1])
     read_on, embedding = [], task.embedding
     task.embedding = lambda t: read_on.append(threading.get_ident()) or embedding(t)
+    search, search_threads = Propagator.search, []
+    monkeypatch.setattr(Propagator, "search", staticmethod(
+        lambda index, emb: search_threads.append(faiss.omp_get_max_threads()) or search(index, emb)))
     prop = Propagator()
     index = LabelIndex(prop.reference_pools(task, [1], 0)[0], k=1, max_prototypes=10 ** 9)
+    callers = faiss.omp_get_max_threads()
     for r in prop.run(task, 0, "forward"):
         prev = store.get(r.t - 1)
-        serial = prop.predict_grid(Propagator.search(index, embedding(r.t)), [0, 1], index,
+        serial = prop.predict_grid(search(index, embedding(r.t)), [0, 1], index,
                                    label_fractions(prev, [0, 1], embedding(r.t).shape[:2]))
         np.testing.assert_array_equal(np.stack([r.probs[0], r.probs[1]]), serial)
         store[r.t] = r.ids
     assert set(read_on) == {threading.get_ident()}
+    assert search_threads and set(search_threads) == {max(1, ALL_CORES - 1)}
+    assert faiss.omp_get_max_threads() == callers
     gen = prop.run(task, 0, "forward")
     next(gen)
     gen.close()

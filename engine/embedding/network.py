@@ -122,10 +122,10 @@ class Backbone(nn.Module):
 
 
 def for_inference(backbone: Backbone) -> Backbone:
-    """The same frozen backbone, cheaper to run: every batch norm folded into the convolution before it
-    (torch's fuse_conv_bn_eval) and each symmetric 'same' padding (all the stride-1 convolutions) done
-    inside its convolution instead of by a separate pad. Equal to 1e-6; a 480p frame 117 -> 97 ms here
-    (channels-last both). The trainers keep the plain Backbone."""
+    """The same frozen backbone (changed in place), cheaper to run: every batch norm folded into the
+    convolution before it (torch's fuse_conv_bn_eval) and each symmetric 'same' padding (all the stride-1
+    convolutions) done inside its convolution instead of by a separate pad. Equal to 1e-6; a 480p frame
+    117 -> 97 ms here (channels-last both). The trainers keep the plain Backbone."""
     def padded_inside(conv: nn.Conv2d) -> nn.Conv2d:
         pad = getattr(conv, "static_padding", None)
         pad = pad.padding if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)  # (left, right, top, bottom)
