@@ -236,7 +236,8 @@ def test_cancel_propagation_midway_keeps_project_consistent(window, qtbot, proje
     again.close()
 
 
-def test_opening_another_project_mid_propagation_stops_it_cleanly(window, qtbot, tmp_path):
+def test_opening_another_project_mid_propagation_stops_it_cleanly(window, qtbot, tmp_path, monkeypatch):
+    from engine.session import Session
     from tests.test_annotator_support import make_project
     s = window.doc.session
     real = s.propagate
@@ -245,6 +246,8 @@ def test_opening_another_project_mid_propagation_stops_it_cleanly(window, qtbot,
     window.jobs.propagate("forward")
     qtbot.waitUntil(lambda: window.jobs.propagating() and window.jobs.running.thread.done >= 1, timeout=30_000)
     other = make_project(tmp_path / "other")
+    embed = Session.embed  # the new project's embedding pass outlasts the wait below (10 frames embed in < 0.3 s)
+    monkeypatch.setattr(Session, "embed", lambda self, *a, **k: _slow(embed(self, *a, **k)))
     assert window.files.open_path(other)                   # unsaved changes: the test answers "discard"
     embedding = window.jobs.running                        # the new project's embedding pass
     assert embedding is not None and not window.jobs.propagating()
