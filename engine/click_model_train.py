@@ -30,6 +30,7 @@ from engine import simulated_user as su
 from engine.atomic import atomic_write_json
 from engine.click_model import RESOURCES, ClickModel, ClickNet, features, grid_rgb
 from engine.evaluation import load_sequences
+from engine.threads import torch_threads
 from engine.training import step as train_step
 from engine.upsample import label_fractions
 
@@ -206,9 +207,7 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, prev: torch.Tensor) -> tor
 def train_click_model(frames: list[dict], seed: int = 0, steps: int = STEPS, log=print,
                       progress=None) -> tuple[ClickModel, dict]:
     """Train on ``frames`` (load_frames) -> (model, record of the run)."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # repeatable, and the machine's other core stays free
-    try:
+    with torch_threads(1):  # repeatable, and the machine's other core stays free
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         net = ClickNet(dim=frames[0]["emb"].shape[-1])
@@ -237,8 +236,6 @@ def train_click_model(frames: list[dict], seed: int = 0, steps: int = STEPS, log
             if step % 100 == 0 or step == steps - 1:
                 log(f"step {step:4d}  loss {running:.4f}  {time.perf_counter() - start:.0f} s")
         seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(previous_threads)
     record = {"seed": seed, "steps": steps, "batch": BATCH, "lr": LR, "crop_cells": list(CROP_HW),
               "scales": list(SCALES), "frame_step": FRAME_STEP, "max_extra_clicks": MAX_EXTRA_CLICKS,
               "error_weight": ERROR_WEIGHT,
