@@ -195,4 +195,3 @@ def load_head(path: str | Path = WEIGHTS) -> BoundaryHead:
     except Exception as e:  # corrupt or foreign file
         raise FormatError(path, f"not boundary head weights ({e.__class__.__name__})") from None
     return head.eval().requires_grad_(False)
-

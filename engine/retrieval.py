@@ -24,6 +24,7 @@ from engine.threads import ALL_CORES
 # 2-core machine, and 43.6 vs 43.7 frames/s with a busy-loop process on one core (1 vs 2 threads).
 faiss.omp_set_num_threads(ALL_CORES)
 
+
 def search_threads(n: int) -> None:
     """Run faiss's searches made on the calling thread on n OpenMP threads. OpenMP keeps this per thread, so
     other threads keep ALL_CORES; it also sets torch's threads on this thread (engine/threads.py), so only a
