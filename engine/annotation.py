@@ -12,7 +12,8 @@ One rule decides what a propagation takes as references, and it lives here (`ref
   its mask is empty, propagation keeps it so and does not cross it, and it is no reference;
 - an object whose keyframes are all corrected uses their whole masks after all (there is nothing else);
 - the clicks and scribbles on an object's keyframes add their embeddings to the object's references
-  (positive) or to the background's (negative); one whose keyframe was undone or removed, or that the
+  (positive) or to the background's (negative); a scribble only those of its cells that look like its side
+  of the frame (`interaction.scribble_references`); one whose keyframe was undone or removed, or that the
   user deleted, no longer counts.
 
 Prompts (the clicks and scribbles) can be deleted one by one, as in the SAM 2 demo: the frame is then

@@ -550,13 +550,21 @@ class Session:
     def _task(self, objs: list[int]) -> PropagationTask:
         """The propagation's inputs: the annotation's references, read through this session."""
         state = self._annotation
-        clicks = [(it.frame, it.object_id, it.positive, edits.seed_vectors(self.embedding(it.frame), it.points))
+        clicks = [(it.frame, it.object_id, it.positive, self._references(it))
                   for it in state.click_interactions(objs)]
         return PropagationTask(
             n_frames=len(self.video), size_hw=self.size_hw, embedding=self.embedding,
             read_ids=state.masks.get, keyframes=state.keyframes(), objects=objs, locked=self._locked(),
             image=self.video.frame, click_refs=clicks, previous=state.was_propagated,
             previous_probs=self._grid_probs, reference_keyframes=state.reference_keyframes(objs))
+
+    def _references(self, it) -> np.ndarray:
+        """(N, D) propagation references of one live click or scribble (engine.interaction)."""
+        emb = self.embedding(it.frame)
+        if it.kind == "scribble":
+            return edits.scribble_references(emb, it.points, self._annotation.masks.get(it.frame), it.object_id,
+                                             it.positive)
+        return edits.seed_vectors(emb, it.points)
 
     def _propagate(self, t0, direction, objs, until):
         with self._lock:

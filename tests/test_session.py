@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine import interaction as edits
 from engine.errors import ProjectError
 from engine.session import Session
 from tests.test_propagation import ColourEmbedder, jaccard, square_video
@@ -157,6 +158,41 @@ def test_a_clicked_correction_keeps_its_leftover_errors_to_itself(square):
     again.close()
     s.set_object_mask(6, obj.id, gt[6] == 1)  # drawn whole by hand: a full reference again
     assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0, 6}}
+
+
+def test_a_scribble_refers_only_with_what_looks_like_its_side_of_the_frame():
+    """A stroke's cells that look like the other label, away from the stroke, are no propagation references."""
+    frames, gt = square_video(n=1, side=64)  # red square x 10..73, y 40..103 on grass
+    emb = ColourEmbedder().embed(frames[0])
+    leak = gt[0].copy()
+    leak[40:104, 74:90] = 1  # the mask after a sloppy correction: grass right of the square
+    on_grass, on_square = [(82, 48), (82, 96)], [(20, 48), (20, 96)]
+    assert len(edits.seed_vectors(emb, on_grass)) > 0
+    assert len(edits.scribble_references(emb, on_grass, leak, 1, positive=True)) == 0
+    assert np.array_equal(edits.scribble_references(emb, on_grass, leak, 1, positive=False),
+                          edits.seed_vectors(emb, on_grass))
+    assert np.array_equal(edits.scribble_references(emb, on_square, gt[0], 1, positive=True),
+                          edits.seed_vectors(emb, on_square))
+    assert len(edits.scribble_references(emb, on_square, gt[0], 1, positive=False)) == 0
+
+
+def test_a_sloppy_scribble_does_not_spread_the_background_to_other_frames(tmp_path):
+    """A positive stroke from the square out over the grass: its own frame takes what it says, and the
+    re-propagated frames stay as good as they were (with the stroke's grass cells as object references, the
+    grass beside the square became the object on frames 4-11, J 0.999 -> 0.965)."""
+    frames, gt = square_video(n=12, side=64)
+    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
+    obj = s.add_object()
+    s.set_object_mask(0, obj.id, gt[0] == 1)
+    for _ in s.propagate(0, "forward"):
+        pass
+    before = [jaccard(s.mask(t) == obj.id, gt[t] == 1) for t in range(12)]
+    ids = s.scribble(6, obj.id, [(80, 70), (150, 70)], positive=True)
+    assert (ids[70, 110:150] == obj.id).all()
+    assert sorted(t for t, _ in s.propagate(6, "both")) == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    for t in [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]:
+        assert jaccard(s.mask(t) == obj.id, gt[t] == 1) >= before[t] - 0.005, t
+    s.close()
 
 
 def test_propagate_tracks_and_stops_at_keyframes(square):
