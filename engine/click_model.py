@@ -129,8 +129,8 @@ class ClickModel:
             embedding_weights = str(blob["embedding_weights"])
         except FileNotFoundError:
             raise FormatError(path, "click model weights not found (vos-engine train --click-model makes them)") from None
-        except (KeyError, TypeError, RuntimeError, ValueError) as e:
-            raise FormatError(path, f"not a click model ({e})") from None
+        except Exception as e:  # corrupt or foreign file (torch's own messages run over many lines)
+            raise FormatError(path, f"not a click model ({e.__class__.__name__})") from None
         return cls(net, embedding_weights)
 
     def save(self, path: str | Path) -> None:
