@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="clicks: the simulated clicker; robot: the official DAVIS scribble robot (davisinteractive)")
     i.add_argument("--json", type=Path)
     _experiment_options(i)
+    _click_model_option(i)
     i.set_defaults(run=_interactive_eval)
 
     ce = sub.add_parser("click-eval", help="single-frame clicks as RITM reports them: NoC@85/90, mIoU@k")
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("--max-clicks", type=_positive, default=20)
     ce.add_argument("--json", type=Path)
     _experiment_options(ce)
+    _click_model_option(ce)
     ce.set_defaults(run=_click_eval)
 
     pr = sub.add_parser("propagate", help="propagate a mask through a video and export it")
@@ -176,6 +178,13 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
                    help="keep each sequence's embeddings in DIR and reuse them on later runs")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="propagation setting for this run (a PropagationConfig field), repeatable")
+
+
+def _click_model_option(p: argparse.ArgumentParser) -> None:
+    """--click-model of the commands that click: the k-fold models of `train --click-model --folds K --out DIR`
+    score the sequences they never saw."""
+    p.add_argument("--click-model", type=Path, metavar="FILE",
+                   help="the weights of another click model (default: the shipped one)")
 
 
 def _config(settings: list[str]):
@@ -281,18 +290,18 @@ def _interactive_eval(args) -> None:
     from engine.progress import Progress
 
     sequences = _split_sequences(args.sequences)
+    make = evaluation.default_session_factory(embedding_cache=args.embedding_cache, config=_config(args.settings),
+                                              click_model=args.click_model)
     with Progress("interactive evaluation", unit="sequence") as bar:
         if args.user == "robot":
             from engine.davis_robot import run_robot
 
-            make = evaluation.default_session_factory(embedding_cache=args.embedding_cache,
-                                                      config=_config(args.settings))
             result = run_robot(args.davis_root, args.split, sequences, rounds=args.rounds or 8,
                                make_session_fn=make, progress=bar.callback)
         else:
             result = evaluation.run_interactive(
                 args.davis_root, args.split, sequences, rounds=3 if args.rounds is None else args.rounds,
-                progress=bar.callback, embedding_cache=args.embedding_cache, config=_config(args.settings),
+                make_session_fn=make, progress=bar.callback,
             )
     for r in result["rounds"]:
         print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
@@ -308,7 +317,8 @@ def _click_eval(args) -> None:
         result = run_click_eval(args.davis_root, args.split, _split_sequences(args.sequences),
                                 frames_per_sequence=args.frames_per_sequence, max_clicks=args.max_clicks,
                                 make_session_fn=default_session_factory(embedding_cache=args.embedding_cache,
-                                                                        config=_config(args.settings)),
+                                                                        config=_config(args.settings),
+                                                                        click_model=args.click_model),
                                 progress=bar.callback)
     print(table(result))
     _print_json(result, args.json)

@@ -365,29 +365,39 @@ def score_predictions(
 
 
 def default_session_factory(refiner: str | None = None, embedding_cache: str | Path | None = None,
-                            config=None) -> Callable[[Path, Path], object]:
+                            config=None, click_model: str | Path | None = None) -> Callable[[Path, Path], object]:
     """make_session_fn(project_dir, video_path) -> engine.session.Session (a fresh project).
 
     embedding_cache: a folder where each video's embeddings are kept between runs, in
     DIR/<video folder name>-<embedding weights id>/ (EmbeddingCache checks the video's fingerprint and
     the weights there, so a changed video or new weights are re-embedded, never trusted); the
     network is then loaded once for all sequences. config: the PropagationConfig of every session.
+    click_model: the weights of another click model for every session (a k-fold one), loaded here so that a
+    bad file fails before any sequence; None: the shipped one.
     """
     shared = {}
+    if click_model is not None:
+        from engine.click_model import ClickModel
+
+        shared["click_model"] = ClickModel.load(click_model)
 
     def make(project_dir: Path, video_path: Path):
         from engine.session import Session
 
         if embedding_cache is None:
-            return Session.create(project_dir, video_path, refiner=refiner, config=config)
-        from engine.embedding import Embedder
+            session = Session.create(project_dir, video_path, refiner=refiner, config=config)
+        else:
+            from engine.embedding import Embedder
 
-        if "embedder" not in shared:
-            shared["embedder"] = Embedder.load(device="auto")
-        embedder = shared["embedder"]
-        folder = Path(embedding_cache) / f"{Path(video_path).name}-{embedder.weights_id}"
-        return Session.create(project_dir, video_path, embedder=embedder, refiner=refiner, config=config,
-                              embedding_dir=folder)
+            if "embedder" not in shared:
+                shared["embedder"] = Embedder.load(device="auto")
+            embedder = shared["embedder"]
+            folder = Path(embedding_cache) / f"{Path(video_path).name}-{embedder.weights_id}"
+            session = Session.create(project_dir, video_path, embedder=embedder, refiner=refiner, config=config,
+                                     embedding_dir=folder)
+        if "click_model" in shared:
+            session.set_click_model(shared["click_model"])
+        return session
 
     return make
 

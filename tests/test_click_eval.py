@@ -112,3 +112,29 @@ def test_cli_click_eval_set_reaches_every_session(tmp_path, davis_root, monkeypa
     assert [(c.boundary_head, c.boundary_band) for c in configs] == [("none", 2)]
     assert main(["click-eval", str(root), "--set", "no_such_knob=1"]) == 2
     assert "no_such_knob" in capsys.readouterr().err
+
+
+def test_cli_click_model_reaches_every_session_and_a_bad_file_is_one_line(tmp_path, davis_root, monkeypatch,
+                                                                          capsys):
+    """`--click-model FILE` (how the k-fold click models score the sequences they never saw, README)."""
+    import shutil
+
+    from engine.cli import main
+    from engine.click_model import WEIGHTS
+    from engine.session import Session
+
+    used = []
+    setter = Session.set_click_model
+    monkeypatch.setattr(Session, "set_click_model", lambda self, m: (used.append(m), setter(self, m)))
+    other = shutil.copy(WEIGHTS, tmp_path / "fold0.pt")
+    root = _mini_davis2016(tmp_path / "davis", davis_root, {"bear": range(0, 8, 4)})
+    assert main(["click-eval", str(root), "--frames-per-sequence", "1", "--max-clicks", "2",
+                 "--click-model", str(other)]) == 0
+    assert len(used) == 1 and used[0].net is not None
+    capsys.readouterr()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    for command in ("click-eval", "interactive-eval"):
+        assert main([command, str(root), "--click-model", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(bad) in err, err
