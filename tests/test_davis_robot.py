@@ -24,6 +24,23 @@ def test_compat_names_are_added_only_where_missing():
     assert np.int is int
 
 
+@needs_robot
+def test_the_robot_draws_the_same_scribbles_on_the_same_masks():
+    """Its skeleton's ties are broken by a fixed seed (skimage's medial_axis drew them from OS entropy: four calls
+    on this mask gave four different scribbles)."""
+    import cv2
+
+    from engine.davis_robot import make_robot
+
+    gt = np.zeros((480, 854), np.uint8)
+    cv2.ellipse(gt, (400, 240), (200, 120), 15, 0, 360, 1, -1)
+    cv2.circle(gt, (600, 300), 60, 1, -1)
+    gt = gt[None].astype(int)
+    drawn = [make_robot().interact("x", np.zeros_like(gt), gt, nb_objects=1, frame=0)["scribbles"][0]
+             for _ in range(3)]
+    assert drawn[0] and all([s["path"] for s in d] == [s["path"] for s in drawn[0]] for d in drawn[1:])
+
+
 def test_strokes_positive_on_misses_negative_on_the_object_under_a_background_scribble():
     pred = np.zeros((10, 20), np.uint8)
     pred[:, 10:] = 2
