@@ -98,17 +98,18 @@ def seed_vectors(emb: np.ndarray, points) -> np.ndarray:
     return _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS)
 
 
-def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, positive: bool) -> np.ndarray:
+def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, positive: bool,
+                        pure: float) -> np.ndarray:
     """The propagation references of a scribble of ``obj`` on a frame whose mask is now ``ids``: its seed
-    vectors, less those whose most similar pure cell of that frame, 3 cells or more from the stroke, has the
-    other label. A stroke crosses cells that are partly the other side (a blurred wing drawn over stones
+    vectors, less those whose most similar pure cell of that frame (at least ``pure`` one label, as the
+    propagation's reference cells), 3 cells or more from the stroke, has the other label. A stroke crosses cells that are partly the other side (a blurred wing drawn over stones
     looks like the stones), and as references they would turn stones into the object on the frames around.
     A click is one chosen cell and keeps its vectors (`seed_vectors`)."""
     vecs = seed_vectors(emb, points)
     h, w, _ = emb.shape
     away = cv2.dilate(_seed_cells(points, (h, w), 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
     frac = label_fractions(ids, [obj], (h, w))[0]
-    own, other = (frac >= 0.75) & away, (frac <= 0.25) & away
+    own, other = (frac >= pure) & away, (frac <= 1.0 - pure) & away
     if not positive:
         own, other = other, own
     if not len(vecs) or not own.any() or not other.any():

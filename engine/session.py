@@ -563,7 +563,7 @@ class Session:
         emb = self.embedding(it.frame)
         if it.kind == "scribble":
             return edits.scribble_references(emb, it.points, self._annotation.masks.get(it.frame), it.object_id,
-                                             it.positive)
+                                             it.positive, self._propagator.config.pure_fraction)
         return edits.seed_vectors(emb, it.points)
 
     def _propagate(self, t0, direction, objs, until):

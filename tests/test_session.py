@@ -168,12 +168,12 @@ def test_a_scribble_refers_only_with_what_looks_like_its_side_of_the_frame():
     leak[40:104, 74:90] = 1  # the mask after a sloppy correction: grass right of the square
     on_grass, on_square = [(82, 48), (82, 96)], [(20, 48), (20, 96)]
     assert len(edits.seed_vectors(emb, on_grass)) > 0
-    assert len(edits.scribble_references(emb, on_grass, leak, 1, positive=True)) == 0
-    assert np.array_equal(edits.scribble_references(emb, on_grass, leak, 1, positive=False),
+    assert len(edits.scribble_references(emb, on_grass, leak, 1, True, 0.75)) == 0
+    assert np.array_equal(edits.scribble_references(emb, on_grass, leak, 1, False, 0.75),
                           edits.seed_vectors(emb, on_grass))
-    assert np.array_equal(edits.scribble_references(emb, on_square, gt[0], 1, positive=True),
+    assert np.array_equal(edits.scribble_references(emb, on_square, gt[0], 1, True, 0.75),
                           edits.seed_vectors(emb, on_square))
-    assert len(edits.scribble_references(emb, on_square, gt[0], 1, positive=False)) == 0
+    assert len(edits.scribble_references(emb, on_square, gt[0], 1, False, 0.75)) == 0
 
 
 def test_a_sloppy_scribble_does_not_spread_the_background_to_other_frames(tmp_path):
