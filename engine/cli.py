@@ -145,14 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--refiner", default=None, help="train this refiner instead of the embedding head")
     t.add_argument("--boundary", action="store_true", help="train the boundary head instead of the embedding head")
     t.add_argument("--click-model", action="store_true", help="train the click model instead of the embedding head")
-    t.add_argument("--fusion", action="store_true", help="train the fusion head instead of the embedding head")
     t.add_argument("--folds", type=_positive, metavar="K",
-                   help="with --boundary, --fusion or --click-model: the K-fold validation report (JSON; --boundary "
-                        "and --fusion write it and each fold's head beside the weights, --click-model each fold's "
-                        "weights only with --out)")
+                   help="with --boundary or --click-model: the K-fold validation report (JSON; --boundary writes it "
+                        "and each fold's head beside the weights, --click-model each fold's weights only with --out)")
     t.add_argument("--embedding-cache", type=Path, metavar="DIR",
-                   help="with --boundary, --fusion or --click-model: read each sequence's embeddings from DIR "
-                        "(--boundary and --fusion also keep new ones there)")
+                   help="with --boundary or --click-model: read each sequence's embeddings from DIR (--boundary "
+                        "also keeps new ones there)")
     t.add_argument("--out", type=Path,
                    help="output folder (default: where the engine reads them, resources/... in a checkout)")
     t.add_argument("--seed", type=int, default=0)
@@ -386,11 +384,6 @@ def _train(args) -> None:
 
             train_boundary(root, out_dir=args.out, seed=args.seed, folds=folds,
                            embedding_cache=args.embedding_cache, progress=stages.callback)
-        elif args.fusion:
-            from engine.fusion_train import train_fusion
-
-            train_fusion(root, out_dir=args.out, seed=args.seed, folds=folds, embedding_cache=args.embedding_cache,
-                         progress=stages.callback)
         elif args.click_model:
             from engine import click_model_train as cmt
 

@@ -30,7 +30,6 @@ from typing import Callable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
-from . import fusion
 from .boundary import WEIGHTS, load_head, refine
 from .continuity import keep_tracked, present_objects
 from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
@@ -54,8 +53,6 @@ class PropagationConfig:
     # (resources/boundary/head.pt), "none", or the path of another head (the k-fold runs)
     boundary_band: int = 4        # half-size pixels from the guided 0.5 contour the head may change
     boundary_most_removed: float = 0.15  # the head takes at most this fraction of an object away, else none
-    fusion_head: str = "none"     # learned fusion of the frame's cues (engine/fusion.py): "shipped"
-    # (resources/fusion/head.pt), "none" (the hand-made rule of predict_grid), or the path of another head
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
 
@@ -153,21 +150,6 @@ def forward_from_first_mask(propagator: "Propagator", n_frames: int, size_hw: tu
         yield r
 
 
-def rule_probs(scores: np.ndarray, prev_fr: np.ndarray | None, cfg: PropagationConfig) -> np.ndarray:
-    """The hand-made rule: (L, h, w) similarities in label order (plane 0 background) -> (L, h, w) float32
-    probabilities, a softmax of each label's similarity less prior_strength per cell beyond prior_radius cells
-    from its previous mask (prev_fr: (L, h, w) previous-frame fractions, or None)."""
-    scores = np.array(scores, np.float32)
-    if prev_fr is not None and cfg.prior_strength > 0:
-        for i in range(1, len(scores)):
-            m = prev_fr[i] >= 0.5
-            if not m.any():
-                continue
-            dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
-            scores[i] -= cfg.prior_strength * np.maximum(dist - cfg.prior_radius, 0)
-    return softmax_scores(scores, cfg.temperature)
-
-
 class Propagator:
     """Runs a PropagationTask; one instance may be reused (it keeps its config, refiner and upsampler)."""
 
@@ -177,8 +159,6 @@ class Propagator:
         self.upsampler = EdgeAwareUpsampler(self.config.refine_radius, self.config.refine_eps,
                                             boundary_refiner(self.config.boundary_head, self.config.boundary_band,
                                                              self.config.boundary_most_removed))
-        name = self.config.fusion_head
-        self.fusion = None if name == "none" else fusion.load_head(fusion.WEIGHTS if name == "shipped" else name)
 
     # ---------------------------------------------------------------- references
     def reference_pools(self, task: PropagationTask, active: list[int], t0: int):
@@ -230,12 +210,23 @@ class Propagator:
 
     def predict_grid(self, scores: np.ndarray, labels: list[int], index: LabelIndex,
                      prev_fr: np.ndarray | None) -> np.ndarray:
-        """`search` similarities -> (L, h, w) float32 probabilities in ``labels`` order (`rule_probs`).
+        """`search` similarities -> (L, h, w) float32 probabilities in ``labels`` order.
 
         index: the run's LabelIndex over every active label (see reference_pools);
         prev_fr: (L, h, w) label fractions of the previous frame, or None.
         """
-        return rule_probs(scores[[index.labels.index(lab) for lab in labels]], prev_fr, self.config)
+        cfg = self.config
+        scores = scores[[index.labels.index(lab) for lab in labels]]
+        if prev_fr is not None and cfg.prior_strength > 0:
+            for i, lab in enumerate(labels):
+                if lab == 0:
+                    continue
+                m = prev_fr[i] >= 0.5
+                if not m.any():
+                    continue
+                dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
+                scores[i] -= cfg.prior_strength * np.maximum(dist - cfg.prior_radius, 0)
+        return softmax_scores(scores, cfg.temperature)
 
     @staticmethod
     def _blend_previous(probs, cur, labels, grid, t, t0, keyframes, active, soft=None) -> np.ndarray:
@@ -307,7 +298,6 @@ class Propagator:
         frames = range(max(lo, t0), hi + 1) if step > 0 else range(min(hi, t0), lo - 1, -1)
         p = frames[0] - step if len(frames) else -1
         prev_ids = task.read_ids(p) if 0 <= p < n else None
-        prev_emb = task.embedding(p) if 0 <= p < n and self.fusion is not None else None
         seen = present_objects(prev_ids, sorted(spans)) if prev_ids is not None else set()
         if self.refiner is not None and task.image is not None:
             refs = [Reference(f, task.image(f), task.read_ids(f), task.embedding(f)) for f in ref_frames]
@@ -329,14 +319,13 @@ class Propagator:
                 if not active:
                     # nothing to rewrite here (a keyframe t0): it becomes the previous frame
                     prev_ids = task.read_ids(t)
-                    prev_emb = task.embedding(t) if self.fusion is not None else None
                     seen |= present_objects(prev_ids, sorted(spans))
                     continue
                 emb, found = ahead.pop(t, None) or self._search_on(searcher, index, task.embedding(t))
                 scores = found.result()
                 if i + 1 < len(frames) and active_at(frames[i + 1]):
                     ahead[frames[i + 1]] = self._search_on(searcher, index, task.embedding(frames[i + 1]))
-                result = self._frame(task, t, t0, [0] + active, index, prev_ids, emb, scores, prev_emb)
+                result = self._frame(task, t, t0, [0] + active, index, prev_ids, emb, scores)
                 present = present_objects(result.ids, active)
                 for lab in seen - present:
                     if lab in result.confidence:
@@ -344,7 +333,7 @@ class Propagator:
                 seen |= present
                 done.add(t)
                 yield result
-                prev_ids, prev_emb = result.ids, emb
+                prev_ids = result.ids
         finally:
             searcher.shutdown(cancel_futures=True)
             if self.refiner is not None and task.image is not None:
@@ -355,17 +344,12 @@ class Propagator:
         return emb, searcher.submit(self.search, index, emb)
 
     def _frame(self, task: PropagationTask, t: int, t0: int, labels: list[int], index: LabelIndex,
-               prev_ids: np.ndarray | None, emb: np.ndarray, scores: np.ndarray,
-               prev_emb: np.ndarray | None = None) -> FrameResult:
+               prev_ids: np.ndarray | None, emb: np.ndarray, scores: np.ndarray) -> FrameResult:
         """Prior, fusion with an earlier result, refinement, upsampling, argmax for frame t (embedding
         `emb`, `search` similarities `scores`)."""
         grid = emb.shape[:2]
         prev_fr = label_fractions(prev_ids, labels, grid) if prev_ids is not None else None
         probs = self.predict_grid(scores, labels, index, prev_fr)
-        if self.fusion is not None:
-            local = fusion.local_similarities(emb, prev_emb) if prev_emb is not None else None
-            probs = fusion.fuse(self.fusion, scores[[index.labels.index(lab) for lab in labels]],
-                                fusion.base_logits(probs), prev_fr, local)
         if self.config.keep_floor > 0 and prev_fr is not None:
             probs = keep_tracked(probs, prev_fr, self.config.keep_floor)
         cur = task.read_ids(t)
