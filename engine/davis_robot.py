@@ -49,8 +49,8 @@ def make_robot():
     """The official robot with its default settings (EngineError naming the install line when it is missing).
 
     Its skeletons come from skimage's `medial_axis`, which breaks ties at random from fresh OS entropy, so the
-    same masks gave other scribbles on every call and runs of one release differed by up to 0.004 after 8
-    rounds; here the ties are broken by a fixed seed, so a run repeats."""
+    same masks would give other scribbles on every call; here the ties are broken by a fixed seed, so a run
+    repeats (README: what the spread was)."""
     install_compat_names()
     try:
         from davisinteractive.robot import InteractiveScribblesRobot, interactive_robot

@@ -102,9 +102,10 @@ def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, posi
                         pure: float) -> np.ndarray:
     """The propagation references of a scribble of ``obj`` on a frame whose mask is now ``ids``: its seed
     vectors, less those whose most similar pure cell of that frame (at least ``pure`` one label, as the
-    propagation's reference cells), 3 cells or more from the stroke, has the other label. A stroke crosses cells that are partly the other side (a blurred wing drawn over stones
-    looks like the stones), and as references they would turn stones into the object on the frames around.
-    A click is one chosen cell and keeps its vectors (`seed_vectors`)."""
+    propagation's reference cells), 3 cells or more from the stroke, has the other label. A stroke crosses
+    cells that are partly the other side (a blurred wing drawn over stones looks like the stones), and as
+    references they would turn stones into the object on the frames around. A click is one chosen cell and
+    keeps its vectors (`seed_vectors`)."""
     vecs = seed_vectors(emb, points)
     h, w, _ = emb.shape
     away = cv2.dilate(_seed_cells(points, (h, w), 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
