@@ -146,10 +146,7 @@ class ClickModel:
         newest one; image (H, W, 3) uint8: the frame."""
         grid = emb.shape[:2]
         prev_frac = label_fractions(prev.astype(np.uint8), [1], grid)[0]
-        return self.predict(features(emb, pos_cells, neg_cells, prev_frac, grid_rgb(image, grid)))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """(h, w) float32 probability of the object from one (D + N_AUX, h, w) ``features`` input."""
         with torch_threads(1), torch.inference_mode():  # small convolutions: one core is as fast, the other stays free
+            x = features(emb, pos_cells, neg_cells, prev_frac, grid_rgb(image, grid))
             logits = self.net(torch.from_numpy(x)[None])[0, 0]
         return torch.sigmoid(logits).numpy()

@@ -7,8 +7,7 @@ point half of the time, else a random point well inside) or from a corrupted gro
 cut, shifted, with a stray blob) with a click at its largest error; then 0-3 more clicks, each at the largest
 error of the network's own prediction (a no-grad forward), with that prediction as the previous mask. The loss is
 binary cross-entropy against the cells' ground-truth fractions, weighted up where the previous mask was wrong,
-plus a soft IoU term. A share of the samples segment one of the frame's background regions instead of the
-DAVIS object (pseudo_objects), so that it follows a click off the salient object. One torch thread and seeded
+plus a soft IoU term. One torch thread and seeded
 numpy/torch generators, so a run repeats.
 
 Embeddings come from an embedding cache folder as `vos-engine click-eval --embedding-cache` keeps it (read only,
@@ -43,9 +42,6 @@ STEPS = 700
 LR = 2e-3
 MAX_EXTRA_CLICKS = 3
 ERROR_WEIGHT = 4.0
-PSEUDO_SHARE = 0.1     # samples whose object is a region of the frame's background (below)
-PSEUDO_AREA = (0.01, 0.25)  # a region's share of the frame
-PSEUDO_MAX = 8          # regions kept per frame, the largest
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -80,44 +76,20 @@ def load_frames(davis_root, sequences, embedding_cache=None, progress=None) -> l
             image = np.array(Image.open(seq.image_dir / f"{seq.frame_names[t]}.jpg").convert("RGB"))
             emb = np.array(cached[t]) if cached is not None else embedder.embed(image).astype(np.float16)
             grid = emb.shape[:2]
-            obj = seq.ground_truth(t) > 0
-            gt = label_fractions(obj.astype(np.uint8), [1], grid)[0]
+            gt = label_fractions((seq.ground_truth(t) > 0).astype(np.uint8), [1], grid)[0]
             if gt.max() < 0.5:
                 continue  # the object is not on this frame
             out.append({"seq": seq.name, "emb": emb, "gt": gt, "rgb": grid_rgb(image, grid),
-                        "pseudo": pseudo_objects(image, obj, grid), "embedding_weights": embedder.weights_id})
+                        "embedding_weights": embedder.weights_id})
         if progress is not None:
             progress("loading sequences", i + 1, len(seqs))
     return out
 
 
-def pseudo_objects(image: np.ndarray, obj: np.ndarray, grid: tuple[int, int]) -> list[np.ndarray]:
-    """Cell fractions (float16, (h, w) each) of up to PSEUDO_MAX background regions of the frame: segments of a
-    graph segmentation (Felzenszwalb's, OpenCV's) at quarter size that cover PSEUDO_AREA of the frame and lie
-    outside the annotated object (under 10 % of them on it). DAVIS 2016 annotates one salient object a frame, and
-    a model trained on it alone answers a click on anything else with that object; these regions teach it to
-    follow the click."""
-    H, W = obj.shape
-    small = cv2.resize(image, (W // 4, H // 4), interpolation=cv2.INTER_AREA)
-    seg = cv2.ximgproc.segmentation.createGraphSegmentation(sigma=0.8, k=150, min_size=60)
-    lab = seg.processImage(cv2.cvtColor(small, cv2.COLOR_RGB2LAB))
-    lab = cv2.resize(lab.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST)
-    n = int(lab.max()) + 1
-    area = np.bincount(lab.ravel(), minlength=n) / lab.size
-    on_obj = np.bincount(lab[obj], minlength=n) / np.maximum(area * lab.size, 1)
-    keep = [i for i in np.argsort(-area) if PSEUDO_AREA[0] <= area[i] <= PSEUDO_AREA[1] and on_obj[i] < 0.1]
-    return [label_fractions((lab == i).astype(np.uint8), [1], grid)[0].astype(np.float16)
-            for i in keep[:PSEUDO_MAX]]
-
-
 def _augment(frame: dict, rng: np.random.Generator):
     """(emb (h, w, D) float32, gt (h, w), rgb (3, h, w)): a flipped, rescaled crop of CROP_HW cells that shows
-    some of the object, or in PSEUDO_SHARE of the samples of one of the frame's background regions (None when it
-    shows too little)."""
-    gt = frame["gt"]
-    if frame["pseudo"] and rng.random() < PSEUDO_SHARE:
-        gt = frame["pseudo"][rng.integers(len(frame["pseudo"]))].astype(np.float32)
-    emb, rgb = frame["emb"].astype(np.float32), frame["rgb"].transpose(1, 2, 0)
+    some of the object (None when it does not)."""
+    emb, gt, rgb = frame["emb"].astype(np.float32), frame["gt"], frame["rgb"].transpose(1, 2, 0)
     s = rng.uniform(*SCALES)
     h, w = gt.shape
     size = (max(int(round(w * s)), CROP_HW[1]), max(int(round(h * s)), CROP_HW[0]))
@@ -266,7 +238,7 @@ def train_click_model(frames: list[dict], seed: int = 0, steps: int = STEPS, log
         seconds = time.perf_counter() - start
     record = {"seed": seed, "steps": steps, "batch": BATCH, "lr": LR, "crop_cells": list(CROP_HW),
               "scales": list(SCALES), "frame_step": FRAME_STEP, "max_extra_clicks": MAX_EXTRA_CLICKS,
-              "error_weight": ERROR_WEIGHT, "pseudo_share": PSEUDO_SHARE, "pseudo_area": list(PSEUDO_AREA),
+              "error_weight": ERROR_WEIGHT,
               "frames": len(frames), "sequences": sorted({f["seq"] for f in frames}),
               "final_running_loss": round(float(running), 5), "seconds": round(seconds, 1),
               "torch": torch.__version__, "threads": 1,
@@ -280,26 +252,6 @@ def _write(model: ClickModel, record: dict, out_dir: Path) -> Path:
     model.save(weights)
     atomic_write_json(out_dir / "click_model.json", record)
     return weights
-
-
-def region_clicks(model: ClickModel, frames: list[dict], per_frame: int = 2) -> list[float]:
-    """Grid IoUs after one click at the interior-most cell of each frame's ``per_frame`` largest background
-    regions (pseudo_objects), the model's cells connected to the click taken as its answer: whether a click on
-    something that is not the annotated object gets that thing."""
-    from engine.interaction import _connected_to
-
-    scores = []
-    for f in frames:
-        emb = f["emb"].astype(np.float32)
-        for region in f["pseudo"][:per_frame]:
-            target = region >= 0.5
-            x, y = su.interior_point(target)
-            pos = np.zeros(target.shape, bool)
-            pos[y, x] = True
-            prob = model.predict(features(emb, pos, np.zeros_like(pos), np.zeros(target.shape, np.float32), f["rgb"]))
-            got = _connected_to(prob > 0.5, pos)
-            scores.append(float((got & target).sum() / max((got | target).sum(), 1)))
-    return scores
 
 
 def kfold_folds(names: list[str], folds: int) -> list[list[str]]:
@@ -336,9 +288,7 @@ def run_kfold(davis_root, folds: int = 5, seed: int = 0, steps: int = STEPS, emb
         if fold_weights_dir is not None:
             model.save(Path(fold_weights_dir) / f"click_model_fold{i}.pt")
         result = run_click_eval(davis_root, None, held, frames_per_sequence, make_session_fn=factory(model))
-        regions = region_clicks(model, [f for f in frames if f["seq"] in held])
-        out["folds"].append({"held_out": held, "train_seconds": record["seconds"], "model": result,
-                             "regions": regions})
+        out["folds"].append({"held_out": held, "train_seconds": record["seconds"], "model": result})
         log(f"fold {i}: NoC@90 {result['NoC@90']:.2f}")
     out["summary"] = kfold_summary(out)
     if out_dir is not None:
@@ -349,9 +299,8 @@ def run_kfold(davis_root, folds: int = 5, seed: int = 0, steps: int = STEPS, emb
 
 
 def kfold_summary(result: dict) -> dict:
-    """Means over every held-out object of the model and of the heuristics, per-sequence figures of both, the
-    model's mean IoU after one click on the held-out frames' background regions (region_clicks), and the 5
-    sequences where the model is worst at NoC@90."""
+    """Means over every held-out object of the model and of the heuristics, per-sequence figures of both, and
+    the 5 sequences where the model is worst at NoC@90."""
     from engine.click_eval import _summary
 
     max_clicks = result["heuristics"]["max_clicks"]
@@ -363,7 +312,6 @@ def kfold_summary(result: dict) -> dict:
     for name, seqs in runs.items():
         summary[name] = _summary([s for q in seqs.values() for s in q["samples"]], max_clicks)
         summary[name]["click_ms"] = 1000 * float(np.mean(secs[name]))
-    summary["model"]["regions_mIoU@1"] = float(np.mean([v for f in result["folds"] for v in f["regions"]]))
     per_seq = {seq: {name: {k: runs[name][seq][k] for k in ("NoC@85", "NoC@90", "mIoU")} for name in runs}
                for seq in runs["model"]}
     summary["worst5"] = sorted(per_seq.items(), key=lambda kv: -kv[1]["model"]["NoC@90"])[:5]
@@ -386,7 +334,6 @@ def kfold_table(result: dict) -> str:
 
     for name in ("model", "heuristics"):
         lines.append(row(f"{name} ({s[name]['click_ms']:.0f} ms/click)", s[name]))
-    lines.append(f"one click on a background region (the model): mIoU {s['model']['regions_mIoU@1']:.3f}")
     lines.append("worst 5 sequences of the model (model, then heuristics):")
     for seq, q in s["worst5"]:
         lines += [row(f"  {seq[:18]} model", q["model"]), row(f"  {seq[:18]} heuristics", q["heuristics"])]

@@ -10,7 +10,6 @@ from engine.errors import FormatError
 from engine.evaluation import load_sequences
 from engine.metrics import jaccard
 from engine.simulated_user import interior_point
-from engine.upsample import label_fractions
 
 
 def test_shipped_weights_load_with_weights_only():
@@ -101,56 +100,3 @@ def test_session_uses_the_model_only_with_the_embedding_it_was_trained_on(tmp_pa
     finally:
         s.close()
         other.close()
-
-
-def test_background_regions_for_training_lie_outside_the_object(bear_frame):
-    from engine.click_model_train import PSEUDO_AREA, PSEUDO_MAX, pseudo_objects
-
-    image, gt, emb = bear_frame
-    regions = pseudo_objects(image, gt, emb.shape[:2])
-    obj = label_fractions(gt.astype(np.uint8), [1], emb.shape[:2])[0]
-    assert 2 <= len(regions) <= PSEUDO_MAX
-    for r in regions:
-        r = r.astype(np.float32)
-        assert r.shape == emb.shape[:2] and r.max() > 0.99
-        assert PSEUDO_AREA[0] * 0.9 <= r.mean() <= PSEUDO_AREA[1] * 1.1
-        assert (r * obj).sum() < 0.1 * r.sum()  # under 10 % of each region on the bear
-
-
-def test_region_clicks_scores_the_part_connected_to_the_click():
-    from engine.click_model_train import region_clicks
-
-    region = np.zeros((12, 16), np.float16)
-    region[2:8, 3:9] = 1.0
-    frame = {"emb": np.ones((12, 16, 8), np.float16) / np.sqrt(8), "rgb": np.zeros((3, 12, 16), np.float32),
-             "pseudo": [region]}
-
-    class Answer:  # a model that answers every click with the same grid probability
-        def __init__(self, prob):
-            self.prob = prob
-
-        def predict(self, x):
-            assert x.shape == (8 + N_AUX, 12, 16) and x[8 + 2].any() and not x[8 + 3].any()  # one positive click
-            return self.prob
-
-    exact = region.astype(np.float32)
-    apart = exact.copy()
-    apart[10:, 12:] = 1.0  # a far-away blob not connected to the click does not count
-    assert region_clicks(Answer(apart), [frame]) == [1.0]
-    everything = np.ones((12, 16), np.float32)
-    assert region_clicks(Answer(everything), [frame]) == [pytest.approx(36 / 192)]
-
-
-def test_a_click_on_something_other_than_the_main_object_takes_that_thing(tmp_path):
-    """The sample's flat rock, right of the bunny: a model trained on DAVIS's salient objects alone answered this
-    click with the bunny's surroundings and kept 29 pixels of the rock (the part connected to the click)."""
-    from engine.session import Session
-
-    session = Session.open_sample_copy(tmp_path / "sample")
-    rock = session.add_object("rock").id
-    for x, y in [(620, 200), (700, 225), (760, 250)]:
-        got = session.click(0, rock, x, y) == rock
-        ys, xs = np.nonzero(got)
-        assert got.sum() > 5000, (x, y)  # the rock covers ~25 000 pixels of the 854 x 480 frame (6 700-16 300)
-        assert ((xs >= 500) & (ys >= 150) & (ys <= 300)).mean() > 0.9, (x, y)  # and it stays on the rock
-        session.clear_prompts(0, rock)
