@@ -8,7 +8,6 @@ it less than ``floor`` everywhere there does it vanish. An object that did vanis
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from engine.palette import present_ids
@@ -34,35 +33,6 @@ def keep_tracked(probs: np.ndarray, prev_fr: np.ndarray, floor: float) -> np.nda
             out = probs.copy()
         best_other = np.max(np.delete(out, i, axis=0), axis=0)
         out[i][keep] = np.maximum(out[i][keep], best_other[keep] * 1.01 + 1e-4)
-    if out is probs:
-        return probs
-    return (out / out.sum(axis=0, keepdims=True)).astype(np.float32)
-
-
-def fill_holes(probs: np.ndarray, floor: float) -> np.ndarray:
-    """(L, h, w) grid probabilities -> the same, with each object's holes closed where evidence allows.
-
-    A hole of object i is a 4-connected region of cells not arg-max i that does not touch the grid's edge.
-    Its background cells (arg-max 0) where probs[i] >= floor are raised just above the best other label,
-    then renormalised; cells another object holds stay its own.
-    """
-    arg = np.argmax(probs, axis=0)
-    out = probs
-    for i in range(1, len(probs)):
-        if not (arg == i).any():
-            continue
-        n, comp = cv2.connectedComponents((arg != i).astype(np.uint8), connectivity=4)
-        edge = np.unique(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]))
-        inside = np.ones(n, bool)
-        inside[0] = False
-        inside[edge] = False
-        fill = inside[comp] & (arg == 0) & (probs[i] >= floor)
-        if not fill.any():
-            continue
-        if out is probs:
-            out = probs.copy()
-        best_other = np.max(np.delete(out, i, axis=0), axis=0)
-        out[i][fill] = best_other[fill] * 1.01 + 1e-4
     if out is probs:
         return probs
     return (out / out.sum(axis=0, keepdims=True)).astype(np.float32)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from .boundary import WEIGHTS, load_head, refine
-from .continuity import fill_holes, keep_tracked, present_objects
+from .continuity import keep_tracked, present_objects
 from .refiners.base import FrameContext, Reference, Run, normalise_probs, with_background
 from .retrieval import LabelIndex, make_prototypes, search_threads, share_budget, softmax_scores
 from .threads import ALL_CORES
@@ -55,7 +55,6 @@ class PropagationConfig:
     boundary_most_removed: float = 0.15  # the head takes at most this fraction of an object away, else none
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
-    hole_floor: float = 0.0       # an object's hole is closed where its probability is >= this (0 = off)
 
 
 def boundary_refiner(name: str, band: int, most_removed: float):
@@ -353,8 +352,6 @@ class Propagator:
         probs = self.predict_grid(scores, labels, index, prev_fr)
         if self.config.keep_floor > 0 and prev_fr is not None:
             probs = keep_tracked(probs, prev_fr, self.config.keep_floor)
-        if self.config.hole_floor > 0:
-            probs = fill_holes(probs, self.config.hole_floor)
         cur = task.read_ids(t)
         if task.previous is not None and task.previous(t):
             soft = task.previous_probs(t) if task.previous_probs is not None else None
