@@ -23,13 +23,13 @@ import io
 from importlib.resources import files
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from engine.atomic import atomic_write_bytes
+from engine.distance import distance_to_zero
 from engine.errors import FormatError
 from engine.threads import torch_threads
 from engine.upsample import grid_average, label_fractions
@@ -41,19 +41,19 @@ MAX_CLICK_CELLS = 256  # similarity to at most this many clicked cells (a long s
 N_AUX = 10          # planes besides the embedding: 2 similarity, 2 disk, 2 distance, previous mask, 3 RGB
 
 
-def _click_maps(cells: np.ndarray, emb_flat: np.ndarray) -> list[np.ndarray]:
+def _click_maps(cells: np.ndarray, emb_flat: torch.Tensor) -> list[np.ndarray]:
     """[similarity, disk, distance] planes of one sign's clicked cells (zeros when there are none)."""
     h, w = cells.shape
     if not cells.any():
         z = np.zeros((h, w), np.float32)
         return [z, z, z]
-    sel = emb_flat[cells.reshape(-1)]
+    sel = emb_flat[torch.from_numpy(cells.reshape(-1))]
     if len(sel) > MAX_CLICK_CELLS:
-        sel = sel[np.linspace(0, len(sel) - 1, MAX_CLICK_CELLS).astype(int)]
+        sel = sel[torch.from_numpy(np.linspace(0, len(sel) - 1, MAX_CLICK_CELLS).astype(int))]
     # torch, not numpy: numpy's BLAS starts its own threads, which fight the OpenMP ones of faiss and torch on a
     # busy 2-core machine (this product took 30-300 ms in a session, 0.3 ms here)
-    sim = (torch.from_numpy(emb_flat) @ torch.from_numpy(sel).T).amax(1).numpy().reshape(h, w)
-    d = cv2.distanceTransform((~cells).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    sim = (emb_flat @ sel.T).amax(1).numpy().reshape(h, w)
+    d = distance_to_zero((~cells).astype(np.uint8))
     return [sim, (d <= 1.0).astype(np.float32), np.maximum(0.0, 1.0 - d / DIST_CELLS)]
 
 
@@ -62,7 +62,9 @@ def features(emb: np.ndarray, pos_cells: np.ndarray, neg_cells: np.ndarray, prev
     """(D + N_AUX, h, w) float32 network input. emb (h, w, D) unit vectors; pos/neg_cells (h, w) bool clicked
     cells; prev (h, w) the object's cell fractions before the click; rgb (3, h, w) mean colour per cell in 0..1."""
     h, w, D = emb.shape
-    flat = np.array(emb.reshape(-1, D))  # a writable copy: torch reads it (see _click_maps)
+    # a copy in torch's own (64-byte aligned) memory: BLAS rounds the product's last bit by where a numpy array
+    # starts (4 results for one product at 16 offsets), and training with those differences did not repeat
+    flat = torch.tensor(emb.reshape(-1, D), dtype=torch.float32)
     p_sim, p_disk, p_dist = _click_maps(pos_cells, flat)
     n_sim, n_disk, n_dist = _click_maps(neg_cells, flat)
     aux = np.stack([p_sim, n_sim, p_disk, n_disk, p_dist, n_dist, prev.astype(np.float32)])

@@ -7,8 +7,8 @@ point half of the time, else a random point well inside) or from a corrupted gro
 cut, shifted, with a stray blob) with a click at its largest error; then 0-3 more clicks, each at the largest
 error of the network's own prediction (a no-grad forward), with that prediction as the previous mask. The loss is
 binary cross-entropy against the cells' ground-truth fractions, weighted up where the previous mask was wrong,
-plus a soft IoU term. One torch thread and seeded
-numpy/torch generators, so a run repeats.
+plus a soft IoU term. One torch thread, seeded numpy/torch generators and arithmetic that does not depend on
+where an array lies in memory (engine.distance), so a run repeats bit for bit.
 
 Embeddings come from an embedding cache folder as `vos-engine click-eval --embedding-cache` keeps it (read only,
 never written), else the shipped embedder computes them.
@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from engine import simulated_user as su
 from engine.atomic import atomic_write_json
 from engine.click_model import RESOURCES, ClickModel, ClickNet, features, grid_rgb
+from engine.distance import distance_to_zero
 from engine.evaluation import load_sequences
 from engine.threads import torch_threads
 from engine.training import step as train_step
@@ -94,7 +95,7 @@ def _augment(frame: dict, rng: np.random.Generator):
     h, w = gt.shape
     size = (max(int(round(w * s)), CROP_HW[1]), max(int(round(h * s)), CROP_HW[0]))
     emb = cv2.resize(emb, size, interpolation=cv2.INTER_LINEAR)
-    emb /= np.maximum(np.linalg.norm(emb, axis=2, keepdims=True), 1e-6)
+    emb = F.normalize(torch.from_numpy(emb).clone(), dim=2, eps=1e-6).numpy()  # aligned memory (engine.distance)
     gt = cv2.resize(gt, size, interpolation=cv2.INTER_LINEAR)
     rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
@@ -122,7 +123,7 @@ def _inside_point(region: np.ndarray, rng: np.random.Generator, p_interior: floa
     if rng.random() < p_interior:
         return su.interior_point(region)
     padded = cv2.copyMakeBorder(region.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    d = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    d = distance_to_zero(padded)[1:-1, 1:-1]
     ys, xs = np.nonzero(d >= max(1.0, 0.4 * d.max()))
     k = rng.integers(len(ys))
     return int(xs[k]), int(ys[k])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from engine.distance import distance_to_zero
 from engine.metrics import boundary_f, jaccard
 
 
@@ -35,7 +36,7 @@ def interior_point(mask: np.ndarray) -> tuple[int, int] | None:
     if not m.any():
         return None
     padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    dist = distance_to_zero(padded)[1:-1, 1:-1]
     row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return int(col), int(row)
 
