@@ -95,7 +95,8 @@ def _augment(frame: dict, rng: np.random.Generator):
     h, w = gt.shape
     size = (max(int(round(w * s)), CROP_HW[1]), max(int(round(h * s)), CROP_HW[0]))
     emb = cv2.resize(emb, size, interpolation=cv2.INTER_LINEAR)
-    emb = F.normalize(torch.from_numpy(emb).clone(), dim=2, eps=1e-6).numpy()  # aligned memory (engine.distance)
+    # in torch: numpy's norm rounds its last bit by where the array starts, and training did not repeat
+    emb = F.normalize(torch.from_numpy(emb).clone(), dim=2, eps=1e-6).numpy()
     gt = cv2.resize(gt, size, interpolation=cv2.INTER_LINEAR)
     rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
