@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from engine import simulated_user as su
 from engine.atomic import atomic_write_json
 from engine.click_model import RESOURCES, ClickModel, ClickNet, features, grid_rgb
-from engine.distance import distance_to_zero
+from engine.distance import distance_inside
 from engine.evaluation import load_sequences
 from engine.threads import torch_threads
 from engine.training import step as train_step
@@ -123,8 +123,7 @@ def _inside_point(region: np.ndarray, rng: np.random.Generator, p_interior: floa
     """(x, y) cell of a click inside ``region``: its interior-most cell, or a random one well inside."""
     if rng.random() < p_interior:
         return su.interior_point(region)
-    padded = cv2.copyMakeBorder(region.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    d = distance_to_zero(padded)[1:-1, 1:-1]
+    d = distance_inside(region)
     ys, xs = np.nonzero(d >= max(1.0, 0.4 * d.max()))
     k = rng.integers(len(ys))
     return int(xs[k]), int(ys[k])

@@ -14,3 +14,10 @@ def distance_to_zero(src: np.ndarray) -> np.ndarray:
     """(H, W) float32 distance of each pixel of the uint8 ``src`` to its nearest zero pixel."""
     d = cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return np.sqrt(np.round(d * d))
+
+
+def distance_inside(mask: np.ndarray) -> np.ndarray:
+    """(H, W) float32 distance of each pixel of ``mask`` to the nearest pixel outside it, the image's border
+    counting as outside (0 outside the mask)."""
+    padded = cv2.copyMakeBorder(np.asarray(mask).astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return distance_to_zero(padded)[1:-1, 1:-1]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.distance import distance_to_zero
+from engine.distance import distance_inside
 from engine.metrics import boundary_f, jaccard
 
 
@@ -35,8 +35,7 @@ def interior_point(mask: np.ndarray) -> tuple[int, int] | None:
     m = np.asarray(mask).astype(np.uint8)
     if not m.any():
         return None
-    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    dist = distance_to_zero(padded)[1:-1, 1:-1]
+    dist = distance_inside(m)
     row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return int(col), int(row)
 
