@@ -6,7 +6,8 @@ One rule decides what a propagation takes as references, and it lives here (`ref
 - a keyframe is a frame the user edited for an object. Its role is FULL when its mask was drawn,
   brushed, polygon-filled or set by hand: the whole mask is a reference. A click or scribble on a
   frame whose mask came from a propagation makes it a CORRECTED keyframe: the rest of that mask was
-  never checked, so only the clicked spots are references there, until the frame is edited by hand;
+  never checked, so only the clicked spots and what the clicks changed near them are references there
+  (`corrected_frames`, `interaction.correction_references`), until the frame is edited by hand;
 - a MARKED keyframe is a frame the user declared right as it is (a propagated mask they checked): a
   whole reference too. An ABSENT keyframe says the object is not on that frame (occluded, out of view):
   its mask is empty, propagation keeps it so and does not cross it, and it is no reference;
@@ -84,6 +85,13 @@ class Annotation:
             full = {t for t, role in roles.items() if role in (FULL, MARKED)}
             out[o] = full or {t for t, role in roles.items() if role != ABSENT}
         return out
+
+    def corrected_frames(self, objs) -> list[tuple[int, int]]:
+        """[(t, obj)]: the objects' CORRECTED keyframes that are no whole-mask reference, where what their clicks
+        changed (against the keyframe's base, the propagated mask) is a reference instead."""
+        whole = self.reference_keyframes(objs)
+        return [(t, o) for o in objs for t, role in sorted(self._project.keyframes.get(o, {}).items())
+                if role == CORRECTED and t not in whole[o]]
 
     def keyframe_roles(self) -> dict[int, dict[int, str]]:
         """{obj: {t: role}} (a copy)."""

@@ -98,24 +98,58 @@ def seed_vectors(emb: np.ndarray, points) -> np.ndarray:
     return _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS)
 
 
-def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, positive: bool,
-                        pure: float) -> np.ndarray:
-    """The propagation references of a scribble of ``obj`` on a frame whose mask is now ``ids``: its seed
-    vectors, less those whose most similar pure cell of that frame (at least ``pure`` one label, as the
-    propagation's reference cells), 3 cells or more from the stroke, has the other label. A stroke crosses
-    cells that are partly the other side (a blurred wing drawn over stones looks like the stones), and as
-    references they would turn stones into the object on the frames around. A click is one chosen cell and
-    keeps its vectors (`seed_vectors`)."""
-    vecs = seed_vectors(emb, points)
-    h, w, _ = emb.shape
-    away = cv2.dilate(_seed_cells(points, (h, w), 0).astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
-    frac = label_fractions(ids, [obj], (h, w))[0]
+def _own_side(vecs: np.ndarray, emb: np.ndarray, near: np.ndarray, frac: np.ndarray, positive: bool,
+              pure: float) -> np.ndarray:
+    """Those of ``vecs`` whose most similar pure cell of the frame (at least ``pure`` one label, as the
+    propagation's reference cells), 3 cells or more from the ``near`` cells, is on their side: the object's
+    (``frac``, its fraction per cell) when ``positive``. All of them when a side has no such cell."""
+    away = cv2.dilate(near.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
     own, other = (frac >= pure) & away, (frac <= 1.0 - pure) & away
     if not positive:
         own, other = other, own
     if not len(vecs) or not own.any() or not other.any():
         return vecs
     return vecs[(vecs @ emb[own].T).max(axis=1) >= (vecs @ emb[other].T).max(axis=1)]
+
+
+def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, positive: bool,
+                        pure: float) -> np.ndarray:
+    """The propagation references of a scribble of ``obj`` on a frame whose mask is now ``ids``: its seed
+    vectors on its own side of the frame (`_own_side`, away from the stroke). A stroke crosses cells that are
+    partly the other side (a blurred wing drawn over stones looks like the stones), and as references they
+    would turn stones into the object on the frames around. A click is one chosen cell and keeps its vectors
+    (`seed_vectors`)."""
+    grid = emb.shape[:2]
+    frac = label_fractions(ids, [obj], grid)[0]
+    return _own_side(seed_vectors(emb, points), emb, _seed_cells(points, grid, 0), frac, positive, pure)
+
+
+def correction_references(emb: np.ndarray, before: np.ndarray, after: np.ndarray, clicks, pure: float,
+                          reach: int) -> list[tuple[bool, np.ndarray]]:
+    """The propagation references of what a frame's clicks changed: [(positive, (N, D) vectors)].
+
+    before: (H, W) bool, the object's mask before its first edit there (the propagated one); after: now;
+    clicks: [(points, positive)]. The cells a positive click moved into the object (a negative one: out of
+    it), pure on both ends, connected to a click of that sign and within ``reach`` cells of one, that look
+    like their new side of the frame (`_own_side`, away from them). A click's spot alone says little of the
+    object at that frame's pose; farther changes are the click model's guess, not the user's, and as
+    references they spread its mistakes (README, "What a correction click changed")."""
+    grid = emb.shape[:2]
+    was = label_fractions(before.astype(np.uint8), [1], grid)[0]
+    now = label_fractions(after.astype(np.uint8), [1], grid)[0]
+    out = []
+    for positive in (True, False):
+        points = [p for pts, sign in clicks if sign == positive for p in pts]
+        if not points:
+            continue
+        moved = (now >= pure) & (was <= 1.0 - pure) if positive else (now <= 1.0 - pure) & (was >= pure)
+        moved &= _seed_cells(points, grid, reach)
+        _, parts = cv2.connectedComponents(moved.astype(np.uint8), connectivity=8)
+        region = np.isin(parts, parts[_seed_cells(points, grid, 1) & moved])
+        vecs = _own_side(emb[region], emb, region, now, positive, pure)
+        if len(vecs):
+            out.append((positive, vecs))
+    return out
 
 
 def _background_guess(emb: np.ndarray, seeds: np.ndarray, seed_cells: np.ndarray,

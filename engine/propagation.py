@@ -55,6 +55,7 @@ class PropagationConfig:
     boundary_most_removed: float = 0.15  # the head takes at most this fraction of an object away, else none
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
+    correction_reach: int = 4     # cells around a click whose change of its frame refers too (0 = the click only)
 
 
 def boundary_refiner(name: str, band: int, most_removed: float):

@@ -54,7 +54,7 @@ one re-segments its frame from the object's mask there before its first edit and
 (so a frame whose prompts are all deleted is the propagated result again, and no keyframe). The user
 also marks keyframes (set_keyframe), says an object is absent on a frame (set_absent: an empty keyframe
 that propagation keeps and does not cross) and clears masks (clear_mask). Which keyframes and clicks
-become propagation references is one rule, in engine/annotation.py (a click on a propagated mask corrects only the clicked spots). A click/scribble
+become propagation references is one rule, in engine/annotation.py (a click on a propagated mask corrects only the clicked spots and what it changed near them). A click/scribble
 needs frame t's embedding: it is computed on demand when the background embedding pass has not reached
 t yet (~0.1 s once). Editing a locked object raises ProjectError.
 
@@ -551,12 +551,26 @@ class Session:
         """The propagation's inputs: the annotation's references, read through this session."""
         state = self._annotation
         clicks = [(it.frame, it.object_id, it.positive, self._references(it))
-                  for it in state.click_interactions(objs)]
+                  for it in state.click_interactions(objs)] + self._correction_references(objs)
         return PropagationTask(
             n_frames=len(self.video), size_hw=self.size_hw, embedding=self.embedding,
             read_ids=state.masks.get, keyframes=state.keyframes(), objects=objs, locked=self._locked(),
             image=self.video.frame, click_refs=clicks, previous=state.was_propagated,
             previous_probs=self._grid_probs, reference_keyframes=state.reference_keyframes(objs))
+
+    def _correction_references(self, objs) -> list:
+        """[(frame, object id, positive, (N, D))]: what the clicks on the objects' corrected keyframes changed
+        near them (engine.interaction.correction_references). Scribbles name their cells themselves."""
+        cfg, state, out = self._propagator.config, self._annotation, []
+        if cfg.correction_reach <= 0:
+            return out
+        for t, o in state.corrected_frames(objs):
+            clicks = [(it.points, it.positive) for it in state.clicks_on(t, o) if it.kind == "click"]
+            if clicks:
+                out += [(t, o, positive, vecs) for positive, vecs in edits.correction_references(
+                    self.embedding(t), state.base(t, o)[1], state.masks.get(t) == o, clicks, cfg.pure_fraction,
+                    cfg.correction_reach)]
+        return out
 
     def _references(self, it) -> np.ndarray:
         """(N, D) propagation references of one live click or scribble (engine.interaction)."""

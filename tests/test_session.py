@@ -8,6 +8,7 @@ import pytest
 
 from engine import interaction as edits
 from engine.errors import ProjectError
+from engine.propagation import PropagationConfig
 from engine.session import Session
 from tests.test_propagation import ColourEmbedder, jaccard, square_video
 
@@ -174,6 +175,58 @@ def test_a_scribble_refers_only_with_what_looks_like_its_side_of_the_frame():
     assert np.array_equal(edits.scribble_references(emb, on_square, gt[0], 1, True, 0.75),
                           edits.seed_vectors(emb, on_square))
     assert len(edits.scribble_references(emb, on_square, gt[0], 1, False, 0.75)) == 0
+
+
+def test_a_click_refers_with_what_it_changed_near_it_on_its_side_of_the_frame():
+    """A correction click's references are the cells it moved to its side, near it, that look like that side."""
+    frames, gt = square_video(n=1, side=64)  # red square x 10..73, y 40..103 on grass
+    emb = ColourEmbedder().embed(frames[0])
+    square = gt[0] == 1
+    red, grass = emb[5, 4], emb[2, 15]
+    left = square.copy()
+    left[:, 42:] = False  # the propagated mask missed the square's right part
+    refs = edits.correction_references(emb, left, square, [([(60, 72)], True)], 0.75, 4)
+    assert [positive for positive, _ in refs] == [True]
+    gained = refs[0][1]
+    assert len(gained) > len(edits.seed_vectors(emb, [(60, 72)]))
+    assert (gained @ red > gained @ grass).all()
+    near = edits.correction_references(emb, left, square, [([(60, 72)], True)], 0.75, 1)[0][1]
+    assert len(near) < len(gained)  # only the cells within reach of the click
+    leak = square.copy()
+    leak[40:104, 74:100] = True  # a click that took in the grass beside the square too
+    assert np.array_equal(edits.correction_references(emb, left, leak, [([(60, 72)], True)], 0.75, 4)[0][1],
+                          gained)
+    fixed = edits.correction_references(emb, leak, square, [([(86, 72)], False)], 0.75, 4)
+    assert [positive for positive, _ in fixed] == [False] and (fixed[0][1] @ grass > fixed[0][1] @ red).all()
+    # a negative click that took away part of the object: those cells still look like it, so they say nothing
+    assert edits.correction_references(emb, square, left, [([(60, 72)], False)], 0.75, 4) == []
+    assert edits.correction_references(emb, square, square, [([(60, 72)], True)], 0.75, 4) == []
+
+
+def test_a_click_on_a_propagated_frame_refers_with_its_change_and_a_scribble_with_its_cells(tmp_path):
+    frames, gt = square_video(n=8, side=64)
+    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
+    obj = s.add_object()
+    s.set_object_mask(0, obj.id, gt[0] == 1)
+    for _ in s.propagate(0, "forward"):
+        pass
+    half = gt[5].copy()
+    half[:, 72:] = 0  # stands in for a propagation that missed the square's right half (x 40..103)
+    s._annotation.masks.set(5, half)
+    ids = s.click(5, obj.id, 88, 72)
+    assert jaccard(ids == obj.id, gt[5] == 1) > 0.95
+    refs = s._correction_references([obj.id])
+    assert [(t, o, positive) for t, o, positive, _ in refs] == [(5, obj.id, True)]
+    assert len(refs[0][3]) > len(edits.seed_vectors(s.embedding(5), [(88, 72)]))
+    assert [r[:3] for r in s._task([obj.id]).click_refs] == [(5, obj.id, True), (5, obj.id, True)]
+    s._annotation.masks.set(3, gt[3] * 0)
+    s.scribble(3, obj.id, [(60, 60), (80, 80)])  # a scribble's references are its own cells only
+    assert [r[:3] for r in s._correction_references([obj.id])] == [(5, obj.id, True)]
+    s.save()
+    s.close()
+    off = Session.open(s.folder, embedder=ColourEmbedder(), config=PropagationConfig(correction_reach=0))
+    assert off._correction_references([obj.id]) == []
+    off.close()
 
 
 def test_a_sloppy_scribble_does_not_spread_the_background_to_other_frames(tmp_path):
