@@ -22,6 +22,18 @@ def write_frames(folder: Path, frames) -> Path:
     return folder
 
 
+def propagated_square(tmp_path, n):
+    """(session, object, true masks) of an n-frame video of a 64-pixel red square moving right, its frame-0
+    mask set and propagated forward."""
+    frames, gt = square_video(n=n, side=64)
+    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
+    obj = s.add_object()
+    s.set_object_mask(0, obj.id, gt[0] == 1)
+    for _ in s.propagate(0, "forward"):
+        pass
+    return s, obj, gt
+
+
 @pytest.fixture
 def square(tmp_path):
     """A session on a 12-frame 160x120 video of a red square moving right, and its true masks."""
@@ -204,12 +216,7 @@ def test_a_click_refers_with_what_it_changed_near_it_on_its_side_of_the_frame():
 
 
 def test_a_click_on_a_propagated_frame_refers_with_its_change_and_a_scribble_with_its_cells(tmp_path):
-    frames, gt = square_video(n=8, side=64)
-    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
-    obj = s.add_object()
-    s.set_object_mask(0, obj.id, gt[0] == 1)
-    for _ in s.propagate(0, "forward"):
-        pass
+    s, obj, gt = propagated_square(tmp_path, 8)
     half = gt[5].copy()
     half[:, 72:] = 0  # stands in for a propagation that missed the square's right half (x 40..103)
     s._annotation.masks.set(5, half)
@@ -233,12 +240,7 @@ def test_a_sloppy_scribble_does_not_spread_the_background_to_other_frames(tmp_pa
     """A positive stroke from the square out over the grass: its own frame takes what it says, and the
     re-propagated frames stay as good as they were (with the stroke's grass cells as object references, the
     grass beside the square became the object on frames 4-11, J 0.999 -> 0.965)."""
-    frames, gt = square_video(n=12, side=64)
-    s = Session.create(tmp_path / "project", write_frames(tmp_path / "video", frames), embedder=ColourEmbedder())
-    obj = s.add_object()
-    s.set_object_mask(0, obj.id, gt[0] == 1)
-    for _ in s.propagate(0, "forward"):
-        pass
+    s, obj, gt = propagated_square(tmp_path, 12)
     before = [jaccard(s.mask(t) == obj.id, gt[t] == 1) for t in range(12)]
     ids = s.scribble(6, obj.id, [(80, 70), (150, 70)], positive=True)
     assert (ids[70, 110:150] == obj.id).all()
