@@ -83,7 +83,7 @@ class PropagationTask:
     image(t) -> (H, W, 3) RGB uint8 or None; keyframes {obj: set of frames} bound the spans.
     reference_keyframes {obj: frames whose whole mask is a reference} (None: all keyframes).
     click_refs: [(frame, object id, positive, (N, D) embeddings)] of the user's clicks and
-    scribbles: positive ones join the object's pool, negative ones the background pool, so a
+    scribbles (and of what correction clicks changed near them): positive ones join the object's pool, negative ones the background pool, so a
     correction on one frame also corrects look-alike mistakes on the others.
     """
     n_frames: int
