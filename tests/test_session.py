@@ -234,6 +234,11 @@ def test_a_click_on_a_propagated_frame_refers_with_its_change_and_a_scribble_wit
     off = Session.open(s.folder, embedder=ColourEmbedder(), config=PropagationConfig(correction_reach=0))
     assert off._correction_references([obj.id]) == []
     off.close()
+    again = Session.open(s.folder, embedder=ColourEmbedder())  # the base and the click come back from disk
+    assert [r[:3] for r in again._correction_references([obj.id])] == [(5, obj.id, True)]
+    again.delete_prompt(again.prompts(5, obj.id)[0].id)  # the click deleted: its change refers no more
+    assert again._correction_references([obj.id]) == []
+    again.close()
 
 
 def test_a_sloppy_scribble_does_not_spread_the_background_to_other_frames(tmp_path):
