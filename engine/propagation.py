@@ -56,8 +56,6 @@ class PropagationConfig:
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
     correction_reach: int = 4     # cells around a click whose change of its frame refers too (0 = the click only)
-    reference_views: str = ""     # extra views of each reference keyframe that join its pool: comma-separated
-    # zoom factors, "m" after one mirrors it ("1m,0.7,1.4"); empty = the keyframe as it is
 
 
 def boundary_refiner(name: str, band: int, most_removed: float):
@@ -101,38 +99,6 @@ class PropagationTask:
     previous_probs: Callable[[int], tuple | None] | None = None  # t -> (labels, (L, h, w) grid
     # probabilities) of that earlier result when still known, else None (its hard mask is used)
     reference_keyframes: dict[int, set[int]] | None = None
-    embed_image: Callable[[np.ndarray], np.ndarray] | None = None  # RGB (H', W', 3) -> (h', w', D), for
-    # PropagationConfig.reference_views
-
-
-def parse_views(spec: str) -> list[tuple[float, bool]]:
-    """PropagationConfig.reference_views -> [(zoom, mirrored)]."""
-    out = []
-    for item in filter(None, (x.strip() for x in spec.split(","))):
-        mirror = item.endswith("m")
-        out.append((float(item[:-1] if mirror else item), mirror))
-    return out
-
-
-def view_of(image: np.ndarray, ids: np.ndarray, zoom: float, mirror: bool, objects: list[int]):
-    """(image, ids) seen closer (zoom > 1: a window around the objects' box, at the frame's size) or from
-    further away (zoom < 1: the whole frame made smaller), mirrored left-right if asked."""
-    H, W = ids.shape
-    if zoom > 1:
-        ys, xs = np.nonzero(np.isin(ids, objects))
-        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (H / 2, W / 2)
-        h, w = int(round(H / zoom)), int(round(W / zoom))
-        y0 = int(np.clip(round(cy - h / 2), 0, H - h))
-        x0 = int(np.clip(round(cx - w / 2), 0, W - w))
-        image = cv2.resize(image[y0:y0 + h, x0:x0 + w], (W, H), interpolation=cv2.INTER_LINEAR)
-        ids = cv2.resize(ids[y0:y0 + h, x0:x0 + w], (W, H), interpolation=cv2.INTER_NEAREST)
-    elif zoom < 1:
-        size = (max(8, int(round(W * zoom))), max(8, int(round(H * zoom))))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        ids = cv2.resize(ids, size, interpolation=cv2.INTER_NEAREST)
-    if mirror:
-        image, ids = image[:, ::-1], ids[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(ids)
 
 
 def object_spans(keyframes: dict[int, set[int]], objects, t0: int, n: int,
@@ -215,24 +181,15 @@ class Propagator:
             h, w, D = emb.shape
             flat = emb.reshape(-1, D)
             # background = not an active object that is annotated here
-            ids = task.read_ids(f)
-            views = [(flat, label_fractions(ids, labels, (h, w)))]
-            for zoom, mirror in parse_views(cfg.reference_views) if task.embed_image is not None else ():
-                image, vids = view_of(task.image(f), ids, zoom, mirror, [lab for lab in labels if lab])
-                vemb = task.embed_image(image)
-                views.append((vemb.reshape(-1, D), label_fractions(vids, labels, vemb.shape[:2])))
+            fr = label_fractions(task.read_ids(f), labels, (h, w))
             for i, lab in enumerate(labels):
                 if lab != 0 and f not in per_obj_frames[lab]:
                     continue
-                picked = []
-                for vflat, fr in views:
-                    sel = fr[i] >= cfg.pure_fraction
-                    if lab != 0 and not sel.any():
-                        sel = fr[i] >= max(0.05, fr[i].max() * 0.5)
-                    if sel.any():
-                        picked.append(vflat[sel.reshape(-1)])
-                if picked:
-                    chunks[lab].append(np.concatenate(picked))
+                sel = fr[i] >= cfg.pure_fraction
+                if lab != 0 and not sel.any():
+                    sel = fr[i] >= max(0.05, fr[i].max() * 0.5)
+                if sel.any():
+                    chunks[lab].append(flat[sel.reshape(-1)])
         for f, o, positive, vecs in task.click_refs:
             if o in chunks and len(vecs):
                 chunks[o if positive else 0].append(np.asarray(vecs, np.float32))

@@ -556,8 +556,7 @@ class Session:
             n_frames=len(self.video), size_hw=self.size_hw, embedding=self.embedding,
             read_ids=state.masks.get, keyframes=state.keyframes(), objects=objs, locked=self._locked(),
             image=self.video.frame, click_refs=clicks, previous=state.was_propagated,
-            previous_probs=self._grid_probs, reference_keyframes=state.reference_keyframes(objs),
-            embed_image=lambda image: self._embeddings().embedder.embed(image))
+            previous_probs=self._grid_probs, reference_keyframes=state.reference_keyframes(objs))
 
     def _correction_references(self, objs) -> list:
         """[(frame, object id, positive, (N, D))]: what the clicks on the objects' corrected keyframes changed
