@@ -8,6 +8,10 @@ A frame t is labelled on the stride-8 embedding grid by two cues, then upsampled
 2. the previous frame as spatial prior: a penalty growing with the distance to the previous mask of
    each object.
 
+The background changes as the camera moves, so every few frames the background pool also takes the
+newest frame's sure background far from every object (`Propagator._recent_background`): a look-alike
+first seen away from the object, where the prior keeps it out, then stays out when it comes close.
+
 An object tracked on the previous frame does not vanish unless retrieval says so, and a vanished
 object is unsure on every frame of its gap (engine.continuity).
 
@@ -56,6 +60,13 @@ class PropagationConfig:
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
     correction_reach: int = 4     # cells around a click whose change of its frame refers too (0 = the click only)
+    background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
+    # sure background cells far from every object (0 = never; README, "Background as it is seen")
+    background_gap: float = 8.0   # cells from every object that such a background cell is at least
+
+
+RECENT_BACKGROUND_PROTOTYPES = 128  # the newest sure-background frame's share, beside the keyframes' pool
+MIN_RECENT_CELLS = 8
 
 
 def boundary_refiner(name: str, band: int, most_removed: float):
@@ -284,16 +295,44 @@ class Propagator:
         if not spans:
             return
         pools, ref_frames = self.reference_pools(task, sorted(spans), t0)
-        # prototypes are already reduced; do not re-cluster them
-        index = LabelIndex(pools, k=self.config.k, max_prototypes=10 ** 9)
         done: set[int] = set()  # t0 is rewritten by the forward pass only
         for step in [s for s, d in ((1, "forward"), (-1, "backward")) if direction in (d, "both")]:
-            yield from self._pass(task, t0, step, spans, index, ref_frames, done)
+            yield from self._pass(task, t0, step, spans, pools, ref_frames, done)
 
-    def _pass(self, task: PropagationTask, t0: int, step: int, spans: dict, index: LabelIndex,
+    def _index(self, pools: dict, recent: np.ndarray | None = None) -> LabelIndex:
+        """The run's LabelIndex over `pools` (already prototypes: not clustered again), the background's
+        with `recent` (the newest `_recent_background`) added."""
+        if recent is not None and len(recent):
+            pools = dict(pools)
+            pools[0] = np.concatenate([pools[0], recent])
+        return LabelIndex(pools, k=self.config.k, max_prototypes=10 ** 9)
+
+    def _recent_background(self, emb: np.ndarray, result: "FrameResult", scores: np.ndarray,
+                           index: LabelIndex) -> np.ndarray | None:
+        """Prototypes of frame `result`'s sure background cells (background_every): probability >= 0.9, at least
+        background_gap cells from every object (any cell when none is there), and more like the background than
+        like any object by their own similarity (`scores`, before the distance prior), so the prior alone never
+        makes an object's look-alike a background reference. None when there are too few."""
+        probs = result.probs
+        objects = np.zeros(emb.shape[:2], bool)
+        for lab, p in probs.items():
+            if lab != 0:
+                objects |= p >= 0.5
+        bg = index.labels.index(0)
+        sel = probs[0] >= 0.9
+        if objects.any():
+            sel &= cv2.distanceTransform((~objects).astype(np.uint8), cv2.DIST_L2, 3) >= self.config.background_gap
+        sel &= scores[bg] >= np.delete(scores, bg, axis=0).max(axis=0)
+        if sel.sum() < MIN_RECENT_CELLS:
+            return None
+        return make_prototypes(emb[sel], RECENT_BACKGROUND_PROTOTYPES, seed=0)
+
+    def _pass(self, task: PropagationTask, t0: int, step: int, spans: dict, pools: dict,
               ref_frames: list[int], done: set[int]) -> Iterator[FrameResult]:
         """One direction from t0: each frame's previous frame is the one just propagated."""
         n = task.n_frames
+        index = self._index(pools)
+        every = self.config.background_every
         lo = min(s[0] for s in spans.values())
         hi = max(s[1] for s in spans.values())
         frames = range(max(lo, t0), hi + 1) if step > 0 else range(min(hi, t0), lo - 1, -1)
@@ -333,6 +372,8 @@ class Propagator:
                         result.confidence[lab] = 0.0  # vanished: unsure on every frame of the gap
                 seen |= present
                 done.add(t)
+                if every and i % every == every - 1:
+                    index = self._index(pools, self._recent_background(emb, result, scores, index))
                 yield result
                 prev_ids = result.ids
         finally:

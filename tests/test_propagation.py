@@ -6,7 +6,7 @@ import cv2
 import faiss
 import numpy as np
 
-from engine.propagation import Propagator, PropagationTask, object_spans
+from engine.propagation import Propagator, PropagationConfig, PropagationTask, object_spans
 from engine.retrieval import LabelIndex
 from engine.threads import ALL_CORES
 from engine.upsample import EdgeAwareUpsampler, argmax_ids, grid_size, label_fractions, resize_ids
@@ -110,7 +110,8 @@ def test_the_search_a_frame_ahead_reads_embeddings_on_the_callers_thread_and_sto
     """The next frame's faiss search runs beside the current frame (Propagator._pass): the results are those
     of searching frame by frame, embeddings (which may run the network) are read on the caller's thread
     only, the search leaves the caller's core to it without changing the caller's threads, and closing the
-    generator early leaves no search thread behind."""
+    generator early leaves no search thread behind. (The background pool stays as it is here, so that one index
+    serves the serial search.)"""
     frames, gt = square_video(n=12)
     store = {0: gt[0]}
     task = make_task(frames, store, {1: {0}}, [1])
@@ -119,7 +120,7 @@ def test_the_search_a_frame_ahead_reads_embeddings_on_the_callers_thread_and_sto
     search, search_threads = Propagator.search, []
     monkeypatch.setattr(Propagator, "search", staticmethod(
         lambda index, emb: search_threads.append(faiss.omp_get_max_threads()) or search(index, emb)))
-    prop = Propagator()
+    prop = Propagator(PropagationConfig(background_every=0))
     index = LabelIndex(prop.reference_pools(task, [1], 0)[0], k=1, max_prototypes=10 ** 9)
     callers = faiss.omp_get_max_threads()
     for r in prop.run(task, 0, "forward"):
@@ -209,3 +210,38 @@ def test_a_reference_subset_and_blending_with_the_previous_result():
     for t in range(1, 8):
         assert jaccard(store[t] == 1, gt[t] == 1) > 0.9, t
     assert np.array_equal(store[8], bad)
+
+
+def look_alike_video(n=19):
+    """A red square standing still, and a look-alike bar that enters from the right on frame 2 and ends 4
+    pixels from it: its left half (colour (150, 72, 40)) is nearer the square than the grass by the colour
+    embedder's similarity, its right half (120, 84, 40) is nearer the grass, and the two halves are nearer
+    each other than either is to the square or the grass."""
+    rng = np.random.default_rng(0)
+    frames, masks = [], []
+    for t in range(n):
+        img = (np.full((160, 320, 3), (40, 120, 40)) + rng.integers(0, 12, (160, 320, 3))).astype(np.uint8)
+        ids = np.zeros((160, 320), np.uint8)
+        img[64:96, 16:48] = (220, 40, 40)
+        ids[64:96, 16:48] = 1
+        x = 340 - 16 * t
+        img[64:96, max(x, 0):max(x + 24, 0)] = (150, 72, 40)
+        img[64:96, max(x + 24, 0):max(x + 48, 0)] = (120, 84, 40)
+        frames.append(img)
+        masks.append(ids)
+    return frames, masks
+
+
+def test_a_look_alike_seen_far_from_the_object_stays_background_when_it_comes_close():
+    """Background as it is seen (PropagationConfig.background_every): the bar's grass-like half, seen far from
+    the square, joins the background pool, so its square-like half stays background when it reaches the
+    square; with frame 0's background alone, the square takes it in."""
+    frames, gt = look_alike_video()
+    last = {}
+    for every in (0, 5):
+        store = {0: gt[0]}
+        task = make_task(frames, store, {1: {0}}, [1])
+        run(Propagator(PropagationConfig(background_every=every)), task, store, 0, "forward")
+        last[every] = jaccard(store[18] == 1, gt[18] == 1)
+        assert min(jaccard(store[t] == 1, gt[t] == 1) for t in range(1, 17)) > 0.9, every
+    assert last[0] < 0.7 < 0.9 < last[5]
