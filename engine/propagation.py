@@ -63,8 +63,6 @@ class PropagationConfig:
     background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
     # sure background cells far from every object (0 = never; README, "Background as it is seen")
     background_gap: float = 8.0   # cells from every object that such a background cell is at least
-    object_inside: float = 0.0    # experiment: each object's pool also takes its sure cells this many cells inside
-    # its newest mask, chosen as the background's are (0 = off)
 
 
 RECENT_BACKGROUND_PROTOTYPES = 128  # the newest sure-background frame's share, beside the keyframes' pool
@@ -301,29 +299,13 @@ class Propagator:
         for step in [s for s, d in ((1, "forward"), (-1, "backward")) if direction in (d, "both")]:
             yield from self._pass(task, t0, step, spans, pools, ref_frames, done)
 
-    def _index(self, pools: dict, recent: np.ndarray | dict | None = None) -> LabelIndex:
+    def _index(self, pools: dict, recent: np.ndarray | None = None) -> LabelIndex:
         """The run's LabelIndex over `pools` (already prototypes: not clustered again), the background's
-        with `recent` (the newest `_recent_background`) added, or each label's with recent[label]."""
-        pools = dict(pools)
-        for lab, r in (recent if isinstance(recent, dict) else {0: recent}).items():
-            if r is not None and len(r):
-                pools[lab] = np.concatenate([pools[lab], r])
+        with `recent` (the newest `_recent_background`) added."""
+        if recent is not None and len(recent):
+            pools = dict(pools)
+            pools[0] = np.concatenate([pools[0], recent])
         return LabelIndex(pools, k=self.config.k, max_prototypes=10 ** 9)
-
-    def _recent_objects(self, emb, result, scores, index) -> dict:
-        """{label: recent prototypes}: the background's, and each object's sure cells at least object_inside
-        cells inside its mask that look more like it than like any other label."""
-        out = {0: self._recent_background(emb, result, scores, index)}
-        for lab, p in result.probs.items():
-            m = p >= 0.5
-            if lab == 0 or not m.any():
-                continue
-            i = index.labels.index(lab)
-            inside = cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 3) >= self.config.object_inside
-            sel = inside & (p >= 0.9) & (scores[i] >= np.delete(scores, i, axis=0).max(axis=0))
-            if sel.sum() >= MIN_RECENT_CELLS:
-                out[lab] = make_prototypes(emb[sel], RECENT_BACKGROUND_PROTOTYPES, seed=0)
-        return out
 
     def _recent_background(self, emb: np.ndarray, result: "FrameResult", scores: np.ndarray,
                            index: LabelIndex) -> np.ndarray | None:
@@ -391,9 +373,7 @@ class Propagator:
                 seen |= present
                 done.add(t)
                 if every and i % every == every - 1:
-                    index = self._index(pools, self._recent_objects(emb, result, scores, index)
-                                        if self.config.object_inside > 0 else
-                                        self._recent_background(emb, result, scores, index))
+                    index = self._index(pools, self._recent_background(emb, result, scores, index))
                 yield result
                 prev_ids = result.ids
         finally:
