@@ -372,7 +372,7 @@ class Propagator:
                         result.confidence[lab] = 0.0  # vanished: unsure on every frame of the gap
                 seen |= present
                 done.add(t)
-                if every and i % every == every - 1:
+                if every and i % every == every - 1:  # serves from frame i + 2 on: i + 1's search is under way
                     index = self._index(pools, self._recent_background(emb, result, scores, index))
                 yield result
                 prev_ids = result.ids
