@@ -63,7 +63,6 @@ class PropagationConfig:
     background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
     # sure background cells far from every object (0 = never; README, "Background as it is seen")
     background_gap: float = 8.0   # cells from every object that such a background cell is at least
-    background_margin: float = 0.0  # experiment: by how much its own similarity must favour the background
 
 
 RECENT_BACKGROUND_PROTOTYPES = 128  # the newest sure-background frame's share, beside the keyframes' pool
@@ -323,7 +322,7 @@ class Propagator:
         sel = probs[0] >= 0.9
         if objects.any():
             sel &= cv2.distanceTransform((~objects).astype(np.uint8), cv2.DIST_L2, 3) >= self.config.background_gap
-        sel &= scores[bg] >= np.delete(scores, bg, axis=0).max(axis=0) + self.config.background_margin
+        sel &= scores[bg] >= np.delete(scores, bg, axis=0).max(axis=0)
         if sel.sum() < MIN_RECENT_CELLS:
             return None
         return make_prototypes(emb[sel], RECENT_BACKGROUND_PROTOTYPES, seed=0)
