@@ -63,7 +63,6 @@ class PropagationConfig:
     background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
     # sure background cells far from every object (0 = never; README, "Background as it is seen")
     background_gap: float = 8.0   # cells from every object that such a background cell is at least
-    background_first_only: bool = False  # experiment: only frames propagated for the first time update it
 
 
 RECENT_BACKGROUND_PROTOTYPES = 128  # the newest sure-background frame's share, beside the keyframes' pool
@@ -373,9 +372,7 @@ class Propagator:
                         result.confidence[lab] = 0.0  # vanished: unsure on every frame of the gap
                 seen |= present
                 done.add(t)
-                first_time = task.previous is None or not task.previous(t)
-                if every and i % every == every - 1 and (first_time or not self.config.background_first_only):
-                    # serves from frame i + 2 on: i + 1's search is under way
+                if every and i % every == every - 1:  # serves from frame i + 2 on: i + 1's search is under way
                     index = self._index(pools, self._recent_background(emb, result, scores, index))
                 yield result
                 prev_ids = result.ids
