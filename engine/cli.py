@@ -305,7 +305,23 @@ def _interactive_eval(args) -> None:
             )
     for r in result["rounds"]:
         print(f"round {r['round']}: J&F {r['JF_mean']:.3f}  J {r['J_mean']:.3f}  F {r['F_mean']:.3f}  {r['seconds']:.2f} s")
+    print(regressions_text(result))
     _print_json(result, args.json)
+
+
+def regressions_text(result: dict) -> str:
+    """Two lines of an interactive run's `engine.evaluation.regressions`: issue 13 asks for none."""
+    from engine.evaluation import FRAME_DROP, HARMFUL_DROP
+
+    def listed(items) -> str:
+        where = [f" frame {i['frame']}" if "frame" in i else "" for i in items]
+        return " (" + ", ".join(f"{i['sequence']} round {i['round']}{w} {i['JF_change']:+.3f}"
+                                for i, w in zip(items, where)) + ")" if items else ""
+
+    harmful, worse = result["harmful_rounds"], result["corrected_frames_worse"]
+    return (f"rounds lowering their sequence by more than {HARMFUL_DROP}: {len(harmful)} of "
+            f"{result['correction_rounds']}{listed(harmful)}\n"
+            f"corrections that lowered their own frame by more than {FRAME_DROP}: {len(worse)}{listed(worse)}")
 
 
 def _click_eval(args) -> None:

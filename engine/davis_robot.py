@@ -26,8 +26,8 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.evaluation import (
-    MaskReader, add_ground_truth_objects, default_session_factory, embedded_sessions, jf_summary, json_safe,
-    load_sequences, object_ids_of, score_frames,
+    MaskReader, add_ground_truth_objects, corrected_frame_changes, default_session_factory, embedded_sessions,
+    frame_jf, jf_summary, json_safe, load_sequences, object_ids_of, regressions, score_frames,
 )
 from engine.metrics import jaccard
 
@@ -109,21 +109,22 @@ def run_robot(
     timing = {"embed_seconds": 0.0}
     for si, seq, session in embedded_sessions(seqs, make, "vos-robot", timing):
         per_seq[seq.name] = []
-        for r, (scores, secs, rsecs, frame, n) in enumerate(_robot_rounds(session, seq, robot, rounds)):
+        for r, (scores, secs, rsecs, frame, n, changes) in enumerate(_robot_rounds(session, seq, robot, rounds)):
             seconds[r, si], robot_seconds[r, si] = secs, rsecs
             per_round[r] += scores
             per_seq[seq.name].append({"round": r + 1, **jf_summary(scores), "seconds": secs, "frame": frame,
-                                      "scribbles": n})
+                                      "scribbles": n, "corrected_frames": changes})
         if progress is not None:
             progress(si + 1, len(seqs))
     out_rounds = [{"round": r + 1, **jf_summary(per_round[r]), "seconds": float(seconds[r].mean()),
                    "robot_seconds": float(robot_seconds[r].mean())} for r in range(rounds)]
     return json_safe({"user": "robot", "split": split, "n_sequences": len(seqs), "rounds": out_rounds,
-                      "embed_seconds": timing["embed_seconds"], "sequences": per_seq})
+                      "embed_seconds": timing["embed_seconds"], "sequences": per_seq, **regressions(per_seq)})
 
 
 def _robot_rounds(session, seq, robot, rounds: int):
-    """Per round of one sequence: (scores of every frame, engine seconds, robot seconds, frame, scribbles applied)."""
+    """Per round of one sequence: (scores of every frame, engine seconds, robot seconds, frame, scribbles applied,
+    what they did to that frame: `corrected_frame_changes`)."""
     gts = [seq.ground_truth(t) for t in range(len(seq))]
     object_ids = object_ids_of(gts[0])
     work_h, work_w = session.mask(0).shape
@@ -131,6 +132,7 @@ def _robot_rounds(session, seq, robot, rounds: int):
     reader = MaskReader(session, to_gt, gts[0].shape)
     preds = [reader(t) for t in range(len(seq))]
     J = [np.mean([jaccard(p == k, g == k) for k in object_ids]) for p, g in zip(preds, gts)]
+    jf = None  # round 1 starts from empty masks: no change to report
     for _ in range(rounds):
         t = int(np.argmin(J))
         start = time.perf_counter()
@@ -149,4 +151,5 @@ def _robot_rounds(session, seq, robot, rounds: int):
         scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
                               skip_first_last=False)
         J = np.mean([o.J for o in scores], axis=0)
-        yield scores, secs, rsecs, t, len(applied)
+        before, jf = jf, frame_jf(scores, len(seq))
+        yield scores, secs, rsecs, t, len(applied), corrected_frame_changes([t] if applied else [], before, jf)

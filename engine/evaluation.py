@@ -515,12 +515,13 @@ def run_interactive(
     timing = {"embed_seconds": 0.0}
     for si, seq, session in embedded_sessions(seqs, make, "vos-ieval", timing):
         per_seq[seq.name] = []
-        for r, (scores, secs, clicks) in enumerate(_interactive_rounds(session, seq, rounds)):
+        for r, (scores, secs, clicks, changes) in enumerate(_interactive_rounds(session, seq, rounds)):
             seconds[r, si] = secs
             per_round[r] += scores
             per_seq[seq.name].append({
                 "round": r, **jf_summary(scores), "seconds": float(secs),
                 "clicks": [{"frame": c.frame, "object_id": c.object_id, "x": c.x, "y": c.y, "positive": c.positive} for c in clicks],
+                "corrected_frames": changes,
             })
         if progress is not None:
             progress(si + 1, len(seqs))
@@ -529,8 +530,37 @@ def run_interactive(
                   for r in range(rounds + 1)]
     return json_safe({
         "split": split, "n_sequences": len(seqs), "rounds": out_rounds, "embed_seconds": timing["embed_seconds"],
-        "sequences": per_seq,
+        "sequences": per_seq, **regressions(per_seq),
     })
+
+
+HARMFUL_DROP = 0.01  # issue 13: no correction round may lower its sequence's J&F by more than this
+FRAME_DROP = 0.005  # nor its own corrected frame's (issue 13 asks for none; below this is rounding)
+
+
+def regressions(per_seq: dict[str, list[dict]]) -> dict:
+    """The two ways a correction round can make things worse, over `sequences` of an interactive run (each
+    round's "JF_mean" and "corrected_frames" [{"frame", "JF_change"}]): rounds that lower their sequence's J&F
+    by more than HARMFUL_DROP, and corrected frames whose own J&F fell by more than FRAME_DROP. Counted against
+    `correction_rounds`, every round that follows another."""
+    harmful, worse, n = [], [], 0
+    for name, rounds in per_seq.items():
+        for before, after in zip(rounds, rounds[1:]):
+            n += 1
+            change = after["JF_mean"] - before["JF_mean"]
+            if change < -HARMFUL_DROP:
+                harmful.append({"sequence": name, "round": after["round"], "JF_change": round(change, 4)})
+            worse += [{"sequence": name, "round": after["round"], **f}
+                      for f in after["corrected_frames"] if f["JF_change"] < -FRAME_DROP]
+    return {"correction_rounds": n, "harmful_rounds": harmful, "corrected_frames_worse": worse}
+
+
+def corrected_frame_changes(frames, before: np.ndarray | None, after: np.ndarray) -> list[dict]:
+    """[{"frame", "JF_change"}] of the frames a round corrected, from per-frame J&F before and after it (none
+    before the first round)."""
+    if before is None:
+        return []
+    return [{"frame": int(t), "JF_change": round(float(after[t] - before[t]), 4)} for t in sorted(set(frames))]
 
 
 def embedded_sessions(seqs, make, prefix: str, timing: dict):
@@ -564,7 +594,8 @@ def add_ground_truth_objects(session, object_ids) -> tuple[dict[int, int], dict[
 
 
 def _interactive_rounds(session, seq: DavisSequence, rounds: int):
-    """Per round of one sequence: (scores of every frame, engine seconds, the clicks made)."""
+    """Per round of one sequence: (scores of every frame, engine seconds, the clicks made, what they did to their
+    frames: `corrected_frame_changes`)."""
     from engine import simulated_user as su
 
     gts = [seq.ground_truth(t) for t in range(len(seq))]
@@ -590,8 +621,13 @@ def _interactive_rounds(session, seq: DavisSequence, rounds: int):
         preds = [reader(t) for t in range(len(seq))]
         scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
                               skip_first_last=False)
-        jf = np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(len(seq))
-        yield scores, secs, clicks
+        before, jf = jf, frame_jf(scores, len(seq))
+        yield scores, secs, clicks, corrected_frame_changes([c.frame for c in clicks], before, jf)
+
+
+def frame_jf(scores: list[ObjectScores], n: int) -> np.ndarray:
+    """(n,) J&F of each frame, the mean over the objects (1 where there are none)."""
+    return np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(n)
 
 
 class MaskReader:

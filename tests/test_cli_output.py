@@ -140,3 +140,14 @@ def test_training_reports_feature_caching_and_iterations(tmp_path):
     train_head(tmp_path / "cache", ["a", "b"], dim=8, hidden=16, iters=3, anchors=16, ref_cells=64,
                log=lambda *a, **k: None, progress=lambda *a: calls.append(a))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_interactive_eval_prints_what_got_worse():
+    from engine.cli import regressions_text
+
+    result = {"correction_rounds": 90, "corrected_frames_worse": [],
+              "harmful_rounds": [{"sequence": "bmx-bumps", "round": 2, "JF_change": -0.037}]}
+    assert regressions_text(result) == ("rounds lowering their sequence by more than 0.01: 1 of 90 (bmx-bumps round 2 "
+                                        "-0.037)\ncorrections that lowered their own frame by more than 0.005: 0")
+    result["corrected_frames_worse"] = [{"sequence": "dance-jump", "round": 1, "frame": 37, "JF_change": -0.384}]
+    assert regressions_text(result).endswith("own frame by more than 0.005: 1 (dance-jump round 1 frame 37 -0.384)")

@@ -81,6 +81,9 @@ def test_robot_rounds_on_a_real_sequence(tmp_path, davis_root):
     assert calls[0][:3] == (0, calls[0][1], True) and calls[0][3] > 100  # a positive stroke of many points
     assert out["rounds"][0]["JF_mean"] > 0.5  # one scribble on the bear, propagated, finds most of it
     assert all(r["seconds"] > 0 and r["robot_seconds"] > 0 for r in out["rounds"])
+    second = out["sequences"]["bear"][1]
+    assert first["corrected_frames"] == [] and out["correction_rounds"] == 1  # round 1 starts from empty masks
+    assert [f["frame"] for f in second["corrected_frames"]] == ([second["frame"]] if second["scribbles"] else [])
 
 
 @needs_robot

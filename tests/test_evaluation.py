@@ -13,6 +13,8 @@ from engine.errors import FormatError
 from engine.evaluation import (
     list_sequences,
     load_sequences,
+    corrected_frame_changes,
+    regressions,
     run_interactive,
     run_semi_supervised,
     score_predictions,
@@ -455,7 +457,33 @@ def test_run_interactive_with_a_session(tmp_path):
     assert calls[3][0] == "click" and calls[4] == ("propagate", calls[3][1], "both")
     per_seq = out["sequences"]["two"]
     assert len(per_seq) == 3 and len(per_seq[0]["clicks"]) == 2
+    assert per_seq[0]["corrected_frames"] == []  # the first clicks correct nothing
+    for r in per_seq[1:]:
+        assert [f["frame"] for f in r["corrected_frames"]] == [c["frame"] for c in r["clicks"]]
+    assert out["correction_rounds"] == 2
+    assert out == {**out, **regressions(out["sequences"])}
     json.dumps(out, allow_nan=False)
+
+
+def test_regressions_name_the_rounds_and_frames_that_got_worse():
+    """Issue 13's checks: a round lowering its sequence by more than 0.01, and a corrected frame that fell by more
+    than 0.005."""
+    jf_before, jf_after = np.array([0.5, 0.9, 0.7]), np.array([0.6, 0.8, 0.7])
+    assert corrected_frame_changes([2, 0, 2], None, jf_after) == []
+    assert corrected_frame_changes([2, 0, 2], jf_before, jf_after) == [{"frame": 0, "JF_change": 0.1},
+                                                                      {"frame": 2, "JF_change": 0.0}]
+    per_seq = {
+        "a": [{"round": 0, "JF_mean": 0.70, "corrected_frames": []},
+              {"round": 1, "JF_mean": 0.689, "corrected_frames": [{"frame": 4, "JF_change": 0.05}]},
+              {"round": 2, "JF_mean": 0.69, "corrected_frames": [{"frame": 9, "JF_change": -0.2},
+                                                                   {"frame": 5, "JF_change": -0.004}]}],
+        "b": [{"round": 0, "JF_mean": 0.80, "corrected_frames": []},
+              {"round": 1, "JF_mean": 0.791, "corrected_frames": [{"frame": 3, "JF_change": 0.0}]}],
+    }
+    out = regressions(per_seq)
+    assert out["correction_rounds"] == 3
+    assert out["harmful_rounds"] == [{"sequence": "a", "round": 1, "JF_change": -0.011}]  # b's -0.009 is allowed
+    assert out["corrected_frames_worse"] == [{"sequence": "a", "round": 2, "frame": 9, "JF_change": -0.2}]
 
 
 # ------------------------------------------------------------------------------- the real engine
