@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", type=Path)
     _experiment_options(i)
     _click_model_option(i)
+    i.add_argument("--kfold", nargs=2, type=Path, metavar=("CLICK_FOLDS", "BOUNDARY_FOLDS"),
+                   help="score each training sequence with the click model and boundary head trained without it: "
+                        "the --out folders of `train --click-model --folds K` and `train --boundary --folds K`")
     i.set_defaults(run=_interactive_eval)
 
     ce = sub.add_parser("click-eval", help="single-frame clicks as RITM reports them: NoC@85/90, mIoU@k")
@@ -290,8 +293,16 @@ def _interactive_eval(args) -> None:
     from engine.progress import Progress
 
     sequences = _split_sequences(args.sequences)
-    make = evaluation.default_session_factory(embedding_cache=args.embedding_cache, config=_config(args.settings),
-                                              click_model=args.click_model)
+    config = _config(args.settings)
+    if args.kfold is None:
+        make = evaluation.default_session_factory(embedding_cache=args.embedding_cache, config=config,
+                                                  click_model=args.click_model)
+    elif args.click_model is not None or any(s.startswith("boundary_head=") for s in args.settings):
+        raise EngineError(None, "--kfold chooses the click model and the boundary head: drop --click-model and "
+                                "--set boundary_head")
+    else:
+        make = evaluation.kfold_session_factory(args.davis_root, *args.kfold, embedding_cache=args.embedding_cache,
+                                                config=config)
     with Progress("interactive evaluation", unit="sequence") as bar:
         if args.user == "robot":
             from engine.davis_robot import run_robot

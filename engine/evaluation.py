@@ -402,6 +402,56 @@ def default_session_factory(refiner: str | None = None, embedding_cache: str | P
     return make
 
 
+def kfold_models(names: Sequence[str], click_folds: str | Path, boundary_folds: str | Path) -> dict[str, tuple[Path, Path]]:
+    """{sequence: (click model, boundary head) that never saw it}: the fold weights of `vos-engine train
+    --click-model --folds K --out CLICK_FOLDS` (click_model_fold<i>.pt, folds of
+    engine.click_model_train.kfold_folds) and of `train --boundary --folds K --out BOUNDARY_FOLDS`
+    (kfold/fold<k>.pt, folds of engine.boundary_train.fold_sequences), over the `names` both were trained on."""
+    from engine.boundary_train import fold_sequences
+    from engine.click_model_train import kfold_folds
+
+    click_folds, head_folds = Path(click_folds), Path(boundary_folds) / "kfold"
+    n_click = len(list(click_folds.glob("click_model_fold*.pt")))
+    n_head = len(list(head_folds.glob("fold*.pt")))
+    if not n_click:
+        raise FormatError(click_folds, "no click_model_fold<i>.pt in it (vos-engine train --click-model --folds K --out DIR)")
+    if not n_head:
+        raise FormatError(head_folds, "no fold<k>.pt in it (vos-engine train --boundary --folds K --out DIR)")
+    click = {n: click_folds / f"click_model_fold{i}.pt" for i, held in enumerate(kfold_folds(names, n_click)) for n in held}
+    head = {n: head_folds / f"fold{k + 1}.pt" for k, held in enumerate(fold_sequences(names, n_head)) for n in held}
+    for path in {*click.values(), *head.values()}:
+        if not path.is_file():
+            raise FormatError(path, "missing: the fold files are numbered from the training's folds")
+    return {n: (click[n], head[n]) for n in sorted(names)}
+
+
+def kfold_session_factory(davis_root: str | Path, click_folds: str | Path, boundary_folds: str | Path,
+                          embedding_cache: str | Path | None = None, config=None) -> Callable[[Path, Path], object]:
+    """make_session_fn of the k-fold interactive loop: a sequence of the training split is clicked by the click
+    model and refined by the boundary head that were trained without it (`kfold_models`), so a run over all of
+    them scores the recipes on video they never saw. Every fold's weights are loaded here, before any sequence."""
+    from dataclasses import replace
+
+    from engine.boundary import load_head
+    from engine.propagation import PropagationConfig
+
+    models = kfold_models(list_sequences(davis_root, "train"), click_folds, boundary_folds)
+    config = config or PropagationConfig()
+    for head in {h for _, h in models.values()}:
+        load_head(head)
+    makers = {pair: default_session_factory(embedding_cache=embedding_cache, click_model=pair[0],
+                                            config=replace(config, boundary_head=str(pair[1])))
+              for pair in set(models.values())}
+
+    def make(project_dir: Path, video_path: Path):
+        name = Path(video_path).name
+        if name not in models:
+            raise FormatError(video_path, "not one of the training sequences that the k-fold weights were made from")
+        return makers[models[name]](project_dir, video_path)
+
+    return make
+
+
 def run_semi_supervised(
     davis_root: str | Path,
     split: str | None = "train",

@@ -151,3 +151,10 @@ def test_interactive_eval_prints_what_got_worse():
                                         "-0.037)\ncorrections that lowered their own frame by more than 0.005: 0")
     result["corrected_frames_worse"] = [{"sequence": "dance-jump", "round": 1, "frame": 37, "JF_change": -0.384}]
     assert regressions_text(result).endswith("own frame by more than 0.005: 1 (dance-jump round 1 frame 37 -0.384)")
+
+
+def test_kfold_refuses_a_click_model_or_head_of_its_own(tmp_path, capsys):
+    for extra in (["--click-model", "m.pt"], ["--set", "boundary_head=h.pt"]):
+        assert main(["interactive-eval", str(tmp_path), "--kfold", "c", "b", *extra]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "--kfold chooses the click model and the boundary head" in line

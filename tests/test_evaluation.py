@@ -14,6 +14,9 @@ from engine.evaluation import (
     list_sequences,
     load_sequences,
     corrected_frame_changes,
+    default_session_factory,
+    kfold_models,
+    kfold_session_factory,
     regressions,
     run_interactive,
     run_semi_supervised,
@@ -558,3 +561,53 @@ def test_compare_tabulates_variants_against_the_first(tmp_path, capsys):
     assert out[3].startswith("| b | 0.830 (+0.030) |")
     assert main(["compare", str(tmp_path / "bad.json")]) == 2
     assert "not an evaluate --json result" in capsys.readouterr().err
+
+
+def _fold_files(click_dir, head_dir, clicks, heads, click_src=None, head_src=None):
+    """Fold weight files as the k-fold trainings name them: copies of the given weights, or empty files."""
+    click_dir.mkdir(parents=True, exist_ok=True)
+    (head_dir / "kfold").mkdir(parents=True, exist_ok=True)
+    for i in clicks:
+        (click_dir / f"click_model_fold{i}.pt").write_bytes(click_src.read_bytes() if click_src else b"")
+    for k in heads:
+        (head_dir / "kfold" / f"fold{k}.pt").write_bytes(head_src.read_bytes() if head_src else b"")
+
+
+def test_kfold_models_give_each_sequence_the_weights_trained_without_it(tmp_path):
+    """The click folds are runs of consecutive sorted names, the boundary folds deal the names out (name i to fold i
+    mod K): each sequence gets the fold files of the folds that held it out."""
+    names = [f"s{i}" for i in range(9, -1, -1)]
+    _fold_files(tmp_path / "c", tmp_path / "b", range(5), range(1, 6))
+    models = kfold_models(names, tmp_path / "c", tmp_path / "b")
+    assert list(models) == sorted(names)
+    assert models["s0"] == (tmp_path / "c" / "click_model_fold0.pt", tmp_path / "b" / "kfold" / "fold1.pt")
+    assert models["s1"] == (tmp_path / "c" / "click_model_fold0.pt", tmp_path / "b" / "kfold" / "fold2.pt")
+    assert models["s7"] == (tmp_path / "c" / "click_model_fold3.pt", tmp_path / "b" / "kfold" / "fold3.pt")
+    (tmp_path / "b" / "kfold" / "fold5.pt").rename(tmp_path / "b" / "kfold" / "fold0.pt")  # numbered from 0: wrong
+    with pytest.raises(FormatError, match="fold5.pt: missing"):
+        kfold_models(names, tmp_path / "c", tmp_path / "b")
+    with pytest.raises(FormatError, match="no click_model_fold"):
+        kfold_models(names, tmp_path / "b", tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_the_kfold_session_factory_runs_the_folds_weights(tmp_path, davis_root):
+    """One fold of each (the shipped weights copied in): the k-fold run is the run with those weights given by hand;
+    a sequence outside the training split is refused."""
+    from engine.boundary import WEIGHTS as HEAD
+    from engine.click_model import WEIGHTS as CLICKS
+    from engine.propagation import PropagationConfig
+
+    root = _mini_davis2016(tmp_path / "davis", davis_root, {"bear": range(0, 12, 4)})
+    _fold_files(tmp_path / "c", tmp_path / "b", [0], [1], CLICKS, HEAD)
+    cache = tmp_path / "emb"
+    kfold = run_interactive(root, "train", None, rounds=1,
+                            make_session_fn=kfold_session_factory(root, tmp_path / "c", tmp_path / "b", cache))
+    by_hand = run_interactive(root, "train", None, rounds=1, make_session_fn=default_session_factory(
+        embedding_cache=cache, click_model=tmp_path / "c" / "click_model_fold0.pt",
+        config=PropagationConfig(boundary_head=str(tmp_path / "b" / "kfold" / "fold1.pt"))))
+    for a, b in zip(kfold["sequences"]["bear"], by_hand["sequences"]["bear"]):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    make = kfold_session_factory(root, tmp_path / "c", tmp_path / "b", cache)
+    with pytest.raises(FormatError, match="not one of the training sequences"):
+        make(tmp_path / "p", tmp_path / "elsewhere" / "dog")
