@@ -365,7 +365,8 @@ def score_predictions(
 
 
 def default_session_factory(refiner: str | None = None, embedding_cache: str | Path | None = None,
-                            config=None, click_model: str | Path | None = None) -> Callable[[Path, Path], object]:
+                            config=None, click_model: str | Path | None = None,
+                            embedder=None) -> Callable[[Path, Path], object]:
     """make_session_fn(project_dir, video_path) -> engine.session.Session (a fresh project).
 
     embedding_cache: a folder where each video's embeddings are kept between runs, in
@@ -373,9 +374,10 @@ def default_session_factory(refiner: str | None = None, embedding_cache: str | P
     the weights there, so a changed video or new weights are re-embedded, never trusted); the
     network is then loaded once for all sequences. config: the PropagationConfig of every session.
     click_model: the weights of another click model for every session (a k-fold one), loaded here so that a
-    bad file fails before any sequence; None: the shipped one.
+    bad file fails before any sequence; None: the shipped one. embedder: the network of every session with an
+    embedding_cache (None: loaded once, at the first sequence).
     """
-    shared = {}
+    shared = {} if embedder is None else {"embedder": embedder}
     if click_model is not None:
         from engine.click_model import ClickModel
 
@@ -439,7 +441,12 @@ def kfold_session_factory(davis_root: str | Path, click_folds: str | Path, bound
     config = config or PropagationConfig()
     for head in {h for _, h in models.values()}:
         load_head(head)
-    makers = {pair: default_session_factory(embedding_cache=embedding_cache, click_model=pair[0],
+    embedder = None
+    if embedding_cache is not None:  # one network for all the folds' sessions
+        from engine.embedding import Embedder
+
+        embedder = Embedder.load(device="auto")
+    makers = {pair: default_session_factory(embedding_cache=embedding_cache, click_model=pair[0], embedder=embedder,
                                             config=replace(config, boundary_head=str(pair[1])))
               for pair in set(models.values())}
 
