@@ -404,7 +404,8 @@ def default_session_factory(refiner: str | None = None, embedding_cache: str | P
     return make
 
 
-def kfold_models(names: Sequence[str], click_folds: str | Path, boundary_folds: str | Path) -> dict[str, tuple[Path, Path]]:
+def kfold_models(names: Sequence[str], click_folds: str | Path,
+                 boundary_folds: str | Path) -> dict[str, tuple[Path, Path]]:
     """{sequence: (click model, boundary head) that never saw it}: the fold weights of `vos-engine train
     --click-model --folds K --out CLICK_FOLDS` (click_model_fold<i>.pt, folds of
     engine.click_model_train.kfold_folds) and of `train --boundary --folds K --out BOUNDARY_FOLDS`
@@ -416,10 +417,12 @@ def kfold_models(names: Sequence[str], click_folds: str | Path, boundary_folds: 
     n_click = len(list(click_folds.glob("click_model_fold*.pt")))
     n_head = len(list(head_folds.glob("fold*.pt")))
     if not n_click:
-        raise FormatError(click_folds, "no click_model_fold<i>.pt in it (vos-engine train --click-model --folds K --out DIR)")
+        raise FormatError(click_folds,
+                          "no click_model_fold<i>.pt in it (vos-engine train --click-model --folds K --out DIR)")
     if not n_head:
         raise FormatError(head_folds, "no fold<k>.pt in it (vos-engine train --boundary --folds K --out DIR)")
-    click = {n: click_folds / f"click_model_fold{i}.pt" for i, held in enumerate(kfold_folds(names, n_click)) for n in held}
+    click = {n: click_folds / f"click_model_fold{i}.pt"
+             for i, held in enumerate(kfold_folds(names, n_click)) for n in held}
     head = {n: head_folds / f"fold{k + 1}.pt" for k, held in enumerate(fold_sequences(names, n_head)) for n in held}
     for path in {*click.values(), *head.values()}:
         if not path.is_file():
