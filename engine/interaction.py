@@ -20,6 +20,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from .distance import distance_to_zero
 from .palette import present_ids
 from .retrieval import LabelIndex, softmax_scores
 from .upsample import STRIDE, EdgeAwareUpsampler, label_fractions
@@ -36,6 +37,8 @@ NEG_NEAR_FRACTION = 0.2       # ... object cells nearer the click than this x sq
                               # references of the object (a mistake is often wider than its look-alike core)
 NEG_BG_BAND_CELLS = 1         # background cells this close to the object join the click as "not the object"
                               # (a false alarm looks like the background it leaked into)
+STROKE_REACH_PX = 32          # the click model's change of a correction scribble: this near the stroke (k-fold
+                              # robot, README "Scribbles that stay near their stroke")
 
 
 def _editable(ids: np.ndarray, locked: set[int], obj: int) -> np.ndarray:
@@ -388,7 +391,10 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     last; ``model``: an engine.click_model.ClickModel. Only the model's region connected to the newest stroke
     changes: a positive stroke adds it, a negative one removes it (the pixels under the stroke always follow
     its sign), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
-    in the k-fold, resources/clicks/README.md). It takes background pixels, and another unlocked object's
+    in the k-fold, resources/clicks/README.md). A scribble on a frame that already shows the object changes
+    it only within STROKE_REACH_PX of the stroke (README, "Scribbles that stay near their stroke"); a click,
+    which names a point of an object of any size, and the first stroke of an object on a frame take the
+    whole connected region. It takes background pixels, and another unlocked object's
     pixels only where the newest stroke is positive and touches that object (a click on it claims it);
     locked objects never change.
     """
@@ -410,6 +416,9 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
         mask = before | _connected_to(mask | touched, touched)
     else:
         mask = before & ~_connected_to((~mask | touched) & before, touched)
+    if len(pts) > 1 and before.any():  # a scribble names its region along its path: a correction stays near it
+        near = distance_to_zero((~touched).astype(np.uint8)) <= STROKE_REACH_PX
+        mask = before ^ ((mask ^ before) & near)
     claimable = np.zeros(256, bool)
     claimable[[0, obj]] = True
     if positive:

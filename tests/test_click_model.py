@@ -1,5 +1,6 @@
 """The click model (engine/click_model.py): shipped weights, what a click on a real frame gives, the edit rules."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -130,3 +131,43 @@ def test_training_repeats_exactly_with_its_seed():
         copies = [{**f, **{k: moved(f[k], by) for k in ("emb", "gt", "rgb")}} for f in frames]
         runs.append(train_click_model(copies, seed=0, steps=6, log=lambda *a: None)[0].net.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+class _SaysEverything:
+    """A click model (at the edge of the test) that calls the whole frame the object, or none of it."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def grid_probability(self, emb, pos_cells, neg_cells, prev, image):
+        return np.full(emb.shape[:2], self.p, np.float32)
+
+
+def test_a_correction_scribble_changes_only_what_is_near_its_stroke():
+    """Scribbles that stay near their stroke: on a frame that shows the object, the model's change of a scribble
+    reaches STROKE_REACH_PX from it and no farther; a click, or the object's first stroke, takes the whole region."""
+    from engine.distance import distance_to_zero
+
+    H, W = 120, 200
+    image = np.full((H, W, 3), 128, np.uint8)
+    emb = np.ones((H // 8, W // 8, 4), np.float32) / 2
+    square = np.zeros((H, W), np.uint8)
+    square[40:80, 20:60] = 1
+    stroke = [(100, 60), (130, 60)]
+    line = np.zeros((H, W), np.uint8)
+    cv2.line(line, stroke[0], stroke[1], 1)
+    reach = distance_to_zero(1 - line)
+
+    grown = edits.model_edit(square, emb, 1, [(stroke, True)], image, _SaysEverything(1.0))
+    added = (grown == 1) & (square == 0)
+    assert added.any() and reach[added].max() <= edits.STROKE_REACH_PX + 4  # + the stroke's own 3-pixel radius
+    assert reach[added].max() > edits.STROKE_REACH_PX - 4
+    assert (grown[square == 1] == 1).all()
+    assert (edits.model_edit(square, emb, 1, [([(100, 60)], True)], image, _SaysEverything(1.0)) == 1).all()
+    assert (edits.model_edit(square * 0, emb, 1, [(stroke, True)], image, _SaysEverything(1.0)) == 1).all()
+
+    everything = np.ones((H, W), np.uint8)
+    cut = edits.model_edit(everything, emb, 1, [(stroke, False)], image, _SaysEverything(0.0))
+    removed = cut == 0
+    assert removed.any() and reach[removed].max() <= edits.STROKE_REACH_PX + 4
+    assert (edits.model_edit(everything, emb, 1, [([(100, 60)], False)], image, _SaysEverything(0.0)) == 0).all()
