@@ -27,7 +27,7 @@ import numpy as np
 from engine.errors import EngineError
 from engine.evaluation import (
     MaskReader, add_ground_truth_objects, corrected_frame_changes, default_session_factory, embedded_sessions,
-    frame_jf, jf_summary, json_safe, load_sequences, object_ids_of, regressions, score_frames,
+    jf_per_frame, jf_summary, json_safe, load_sequences, object_ids_of, regressions, score_frames,
 )
 from engine.metrics import jaccard
 
@@ -151,5 +151,5 @@ def _robot_rounds(session, seq, robot, rounds: int):
         scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
                               skip_first_last=False)
         J = np.mean([o.J for o in scores], axis=0)
-        before, jf = jf, frame_jf(scores, len(seq))
+        before, jf = jf, jf_per_frame(scores, len(seq))
         yield scores, secs, rsecs, t, len(applied), corrected_frame_changes([t] if applied else [], before, jf)

@@ -681,11 +681,11 @@ def _interactive_rounds(session, seq: DavisSequence, rounds: int):
         preds = [reader(t) for t in range(len(seq))]
         scores = score_frames(seq.name, seq.frame_names, gts.__getitem__, preds.__getitem__, object_ids,
                               skip_first_last=False)
-        before, jf = jf, frame_jf(scores, len(seq))
+        before, jf = jf, jf_per_frame(scores, len(seq))
         yield scores, secs, clicks, corrected_frame_changes([c.frame for c in clicks], before, jf)
 
 
-def frame_jf(scores: list[ObjectScores], n: int) -> np.ndarray:
+def jf_per_frame(scores: list[ObjectScores], n: int) -> np.ndarray:
     """(n,) J&F of each frame, the mean over the objects (1 where there are none)."""
     return np.mean([(o.J + o.F) / 2 for o in scores], axis=0) if scores else np.ones(n)
 
