@@ -59,7 +59,7 @@ class PropagationConfig:
     boundary_most_removed: float = 0.15  # the head takes at most this fraction of an object away, else none
     pure_fraction: float = 0.75   # a reference cell must be this much one label
     keep_floor: float = 0.2       # a vanishing object is kept where its probability is >= this (0 = off)
-    correction_reach: int = 4     # cells around a click whose change of its frame refers too (0 = the click only)
+    correction_reach: int = 2     # cells around a click whose change of its frame refers too (0 = the click only)
     background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
     # sure background cells far from every object (0 = never; README, "Background as it is seen")
     background_gap: float = 8.0   # cells from every object that such a background cell is at least

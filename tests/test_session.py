@@ -224,7 +224,10 @@ def test_a_click_on_a_propagated_frame_refers_with_its_change_and_a_scribble_wit
     assert jaccard(ids == obj.id, gt[5] == 1) > 0.95
     refs = s._correction_references([obj.id])
     assert [(t, o, positive) for t, o, positive, _ in refs] == [(5, obj.id, True)]
-    assert len(refs[0][3]) > len(edits.seed_vectors(s.embedding(5), [(88, 72)]))
+    cfg = s._propagator.config  # the change against the propagated mask it replaced, as engine.interaction says
+    changed = edits.correction_references(s.embedding(5), half == obj.id, ids == obj.id, [([(88, 72)], True)],
+                                          cfg.pure_fraction, cfg.correction_reach)
+    assert len(changed) == 1 and np.array_equal(refs[0][3], changed[0][1])
     assert [r[:3] for r in s._task([obj.id]).click_refs] == [(5, obj.id, True), (5, obj.id, True)]
     s._annotation.masks.set(3, gt[3] * 0)
     s.scribble(3, obj.id, [(60, 60), (80, 80)])  # a scribble's references are its own cells only
