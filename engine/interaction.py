@@ -390,7 +390,8 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     strokes: [(points, positive)] every click/scribble of ``obj`` on this frame, oldest first, the new one
     last; ``model``: an engine.click_model.ClickModel. Only the model's region connected to the newest stroke
     changes: a positive stroke adds it, a negative one removes it (the pixels under the stroke always follow
-    its sign), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
+    its sign, and those under the frame's earlier strokes keep theirs: what the person marked stays marked,
+    README "Strokes that stay marked"), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
     in the k-fold, resources/clicks/README.md). A scribble on a frame that already shows the object changes
     it only within STROKE_REACH_PX of the stroke (README, "Scribbles that stay near their stroke"); a click,
     which names a point of an object of any size, and the first stroke of an object on a frame take the
@@ -404,6 +405,10 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     pts[:, 0] = np.clip(pts[:, 0], 0, W - 1)
     pts[:, 1] = np.clip(pts[:, 1], 0, H - 1)
     touched = _stroke_mask((H, W), pts, 2 * seed_radius_px + 1) > 0
+    marked = np.zeros((H, W), bool)  # under the frame's earlier strokes, where the newest does not go
+    for stroke, _ in strokes[:-1]:
+        marked |= _stroke_mask((H, W), stroke, 2 * seed_radius_px + 1) > 0
+    marked &= ~touched
     cells = {True: np.zeros(emb.shape[:2], bool), False: np.zeros(emb.shape[:2], bool)}
     for stroke, sign in [*strokes[:-1], (pts, positive)]:
         on = _seed_cells(stroke, emb.shape[:2], 0)
@@ -419,6 +424,7 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     if len(pts) > 1 and before.any():  # a scribble names its region along its path: a correction stays near it
         near = distance_to_zero((~touched).astype(np.uint8)) <= STROKE_REACH_PX
         mask = before ^ ((mask ^ before) & near)
+    mask[marked] = before[marked]
     claimable = np.zeros(256, bool)
     claimable[[0, obj]] = True
     if positive:

@@ -171,3 +171,29 @@ def test_a_correction_scribble_changes_only_what_is_near_its_stroke():
     removed = cut == 0
     assert removed.any() and reach[removed].max() <= edits.STROKE_REACH_PX + 4
     assert (edits.model_edit(everything, emb, 1, [([(100, 60)], False)], image, _SaysEverything(0.0)) == 0).all()
+
+
+def test_pixels_under_earlier_strokes_keep_their_sign():
+    """Strokes that stay marked: a later stroke of the other sign may change the model's region around it, but not
+    the pixels under the frame's earlier strokes, unless it goes over them itself."""
+    H, W = 120, 200
+    image = np.full((H, W, 3), 128, np.uint8)
+    emb = np.ones((H // 8, W // 8, 4), np.float32) / 2
+    square = np.zeros((H, W), np.uint8)
+    square[40:80, 20:100] = 1
+    kept = [(30, 60), (50, 60)]                # an earlier positive scribble inside the square
+    cut = edits.model_edit(square, emb, 1, [(kept, True), ([(60, 60), (90, 60)], False)], image,
+                           _SaysEverything(0.0))
+    assert (cut[57:64, 30:51] == 1).all()      # its 7-pixel-wide band stays the object
+    assert (cut[40:80, 55:95] == 0).all()      # what the new stroke's region reaches goes
+    over = edits.model_edit(square, emb, 1, [(kept, True), ([(25, 60), (90, 60)], False)], image,
+                            _SaysEverything(0.0))
+    assert (over[57:64, 30:51] == 0).all()     # a newer stroke over the old one wins
+
+    empty = np.zeros((H, W), np.uint8)
+    grown = edits.model_edit(square, emb, 1, [([(120, 60), (140, 60)], False), ([(90, 60), (100, 60)], True)],
+                             image, _SaysEverything(1.0))
+    assert (grown[57:64, 120:141] == 0).all()  # background marked by the earlier negative scribble stays out
+    assert (grown[40:80, 105:115] == 1).all() and (grown[45:55, 105:125] == 1).all()
+    assert (edits.model_edit(empty, emb, 1, [([(120, 60), (140, 60)], False), ([(90, 60)], True)], image,
+                             _SaysEverything(1.0))[57:64, 120:141] == 0).all()
