@@ -38,7 +38,9 @@ NEG_NEAR_FRACTION = 0.2       # ... object cells nearer the click than this x sq
 NEG_BG_BAND_CELLS = 1         # background cells this close to the object join the click as "not the object"
                               # (a false alarm looks like the background it leaked into)
 STROKE_REACH_PX = 32          # the click model's change of a correction scribble: this near the stroke (k-fold
-                              # robot, README "Scribbles that stay near their stroke")
+                              # robot, README "Scribbles that stay near their stroke") ...
+STROKE_REACH_PER_PX = 0.5     # ... and no farther than this times its length, one cell at least (README "Short
+                              # scribbles, small changes")
 
 
 def _editable(ids: np.ndarray, locked: set[int], obj: int) -> np.ndarray:
@@ -383,6 +385,13 @@ def _shrink_object(ids, emb, obj, seeds: _Seeds, image, extra_pos, extra_neg) ->
     return _connected_to(region, seeds.px)
 
 
+def _stroke_reach(pts: np.ndarray) -> float:
+    """How far from a correction scribble the click model may change the frame: STROKE_REACH_PX, and less for a
+    short stroke, which is drawn on a small mistake (the robot's skeleton of a thin miss is a few pixels long)."""
+    length = float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum())
+    return min(STROKE_REACH_PX, max(STRIDE, STROKE_REACH_PER_PX * length))
+
+
 def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.ndarray, model,
                locked: set[int] = frozenset(), seed_radius_px: int = 3) -> np.ndarray:
     """The click model's answer to the object's strokes on a frame -> new (H, W) uint8 ids.
@@ -393,7 +402,7 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     its sign, and those under the frame's earlier strokes keep theirs: what the person marked stays marked,
     README "Strokes that stay marked"), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
     in the k-fold, resources/clicks/README.md). A scribble on a frame that already shows the object changes
-    it only within STROKE_REACH_PX of the stroke (README, "Scribbles that stay near their stroke"); a click,
+    it only near the stroke (`_stroke_reach`: README, "Scribbles that stay near their stroke"); a click,
     which names a point of an object of any size, and the first stroke of an object on a frame take the
     whole connected region. It takes background pixels, and another unlocked object's
     pixels only where the newest stroke is positive and touches that object (a click on it claims it);
@@ -422,7 +431,7 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     else:
         mask = before & ~_connected_to((~mask | touched) & before, touched)
     if len(pts) > 1 and before.any():  # a scribble names its region along its path: a correction stays near it
-        near = distance_to_zero((~touched).astype(np.uint8)) <= STROKE_REACH_PX
+        near = distance_to_zero((~touched).astype(np.uint8)) <= _stroke_reach(pts)
         mask = before ^ ((mask ^ before) & near)
     mask[marked] = before[marked]
     claimable = np.zeros(256, bool)

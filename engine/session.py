@@ -384,7 +384,8 @@ class Session:
 
     def scribble(self, t: int, obj_id: int, points, positive: bool = True) -> np.ndarray:
         """Like click with a polyline [(x, y), ...], except that on a frame already showing the object it changes
-        only what is near the stroke (engine.interaction.STROKE_REACH_PX). Returns frame t's ids."""
+        only what is near the stroke (within engine.interaction.STROKE_REACH_PX, and half the stroke's length for a
+        short one). Returns frame t's ids."""
         if len(points) == 0:
             raise ValueError("a scribble needs at least one point")
         return self._retrieve(t, obj_id, points, positive, "scribble")

@@ -145,7 +145,8 @@ class _SaysEverything:
 
 def test_a_correction_scribble_changes_only_what_is_near_its_stroke():
     """Scribbles that stay near their stroke: on a frame that shows the object, the model's change of a scribble
-    reaches STROKE_REACH_PX from it and no farther; a click, or the object's first stroke, takes the whole region."""
+    reaches STROKE_REACH_PX from it and no farther, a short one half its length; a click, or the object's first
+    stroke, takes the whole region."""
     from engine.distance import distance_to_zero
 
     H, W = 120, 200
@@ -153,7 +154,7 @@ def test_a_correction_scribble_changes_only_what_is_near_its_stroke():
     emb = np.ones((H // 8, W // 8, 4), np.float32) / 2
     square = np.zeros((H, W), np.uint8)
     square[40:80, 20:60] = 1
-    stroke = [(100, 60), (130, 60)]
+    stroke = [(100, 60), (170, 60)]
     line = np.zeros((H, W), np.uint8)
     cv2.line(line, stroke[0], stroke[1], 1)
     reach = distance_to_zero(1 - line)
@@ -163,6 +164,11 @@ def test_a_correction_scribble_changes_only_what_is_near_its_stroke():
     assert added.any() and reach[added].max() <= edits.STROKE_REACH_PX + 4  # + the stroke's own 3-pixel radius
     assert reach[added].max() > edits.STROKE_REACH_PX - 4
     assert (grown[square == 1] == 1).all()
+    short = [(100, 60), (130, 60)]            # 30 pixels long: its change reaches 15 pixels
+    line = np.zeros((H, W), np.uint8)
+    cv2.line(line, short[0], short[1], 1)
+    added = (edits.model_edit(square, emb, 1, [(short, True)], image, _SaysEverything(1.0)) == 1) & (square == 0)
+    assert added.any() and 12 < distance_to_zero(1 - line)[added].max() <= 15 + 4
     assert (edits.model_edit(square, emb, 1, [([(100, 60)], True)], image, _SaysEverything(1.0)) == 1).all()
     assert (edits.model_edit(square * 0, emb, 1, [(stroke, True)], image, _SaysEverything(1.0)) == 1).all()
 
@@ -185,15 +191,15 @@ def test_pixels_under_earlier_strokes_keep_their_sign():
     cut = edits.model_edit(square, emb, 1, [(kept, True), ([(60, 60), (90, 60)], False)], image,
                            _SaysEverything(0.0))
     assert (cut[57:64, 30:51] == 1).all()      # its 7-pixel-wide band stays the object
-    assert (cut[40:80, 55:95] == 0).all()      # what the new stroke's region reaches goes
+    assert (cut[50:70, 55:95] == 0).all()      # what the new stroke's region reaches goes
     over = edits.model_edit(square, emb, 1, [(kept, True), ([(25, 60), (90, 60)], False)], image,
                             _SaysEverything(0.0))
     assert (over[57:64, 30:51] == 0).all()     # a newer stroke over the old one wins
 
     empty = np.zeros((H, W), np.uint8)
-    grown = edits.model_edit(square, emb, 1, [([(120, 60), (140, 60)], False), ([(90, 60), (100, 60)], True)],
+    grown = edits.model_edit(square, emb, 1, [([(105, 60), (125, 60)], False), ([(40, 60), (100, 60)], True)],
                              image, _SaysEverything(1.0))
-    assert (grown[57:64, 120:141] == 0).all()  # background marked by the earlier negative scribble stays out
-    assert (grown[40:80, 105:115] == 1).all() and (grown[45:55, 105:125] == 1).all()
+    assert (grown[57:64, 105:126] == 0).all()  # background marked by the earlier negative scribble stays out
+    assert (grown[50:56, 101:126] == 1).all()  # beside it, within the new stroke's reach, the object grows
     assert (edits.model_edit(empty, emb, 1, [([(120, 60), (140, 60)], False), ([(90, 60)], True)], image,
                              _SaysEverything(1.0))[57:64, 120:141] == 0).all()
