@@ -400,11 +400,11 @@ def model_edit(ids: np.ndarray, emb: np.ndarray, obj: int, strokes, image: np.nd
     last; ``model``: an engine.click_model.ClickModel. Only the model's region connected to the newest stroke
     changes: a positive stroke adds it, a negative one removes it (the pixels under the stroke always follow
     its sign, and those under the frame's earlier strokes keep theirs: what the person marked stays marked,
-    README "Strokes that stay marked"), so a correction never spoils far-away parts (taking the model's whole mask instead was worse
-    in the k-fold, resources/clicks/README.md). A scribble on a frame that already shows the object changes
-    it only near the stroke (`_stroke_reach`: README, "Scribbles that stay near their stroke"); a click,
-    which names a point of an object of any size, and the first stroke of an object on a frame take the
-    whole connected region. It takes background pixels, and another unlocked object's
+    README "Strokes that stay marked"), so a correction never spoils far-away parts (taking the model's whole
+    mask instead was worse in the k-fold, resources/clicks/README.md). A scribble on a frame that already
+    shows the object changes it only near the stroke (`_stroke_reach`: README, "Scribbles that stay near
+    their stroke"); a click, which names a point of an object of any size, and the first stroke of an object
+    on a frame take the whole connected region. It takes background pixels, and another unlocked object's
     pixels only where the newest stroke is positive and touches that object (a click on it claims it);
     locked objects never change.
     """
