@@ -79,14 +79,20 @@ def _seed_cells(points, grid, radius_cells: int = 1) -> np.ndarray:
     return m > 0
 
 
-def _seed_vectors(emb: np.ndarray, points, radius_cells: int = 1, closeness: float = 0.5) -> np.ndarray:
-    """Embeddings of the clicked cells plus neighbours that look like them ((N, D) float32).
+def _seed_vectors(emb: np.ndarray, points, radius_cells: int = 1, closeness: float = 0.5,
+                  within: np.ndarray | None = None) -> np.ndarray:
+    """Embeddings of the clicked cells plus neighbours that look like them ((N, D) float32), all of them among
+    the ``within`` cells ((h, w) bool) when given.
 
     A neighbour joins when its similarity to the clicked cells is above ``closeness`` of the way
     from the frame's median similarity to 1, so the rule adapts to any embedding's scale."""
     h, w, D = emb.shape
     core = _seed_cells(points, (h, w), 0)
     ring = _seed_cells(points, (h, w), radius_cells)
+    if within is not None:
+        core, ring = core & within, ring & within
+        if not core.any():
+            return np.zeros((0, D), np.float32)
     core_v = emb[core]
     ring_v = emb[ring & ~core]
     if len(ring_v) and len(core_v):
@@ -120,13 +126,20 @@ def _own_side(vecs: np.ndarray, emb: np.ndarray, near: np.ndarray, frac: np.ndar
 def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, positive: bool,
                         pure: float) -> np.ndarray:
     """The propagation references of a scribble of ``obj`` on a frame whose mask is now ``ids``: its seed
-    vectors on its own side of the frame (`_own_side`, away from the stroke). A stroke crosses cells that are
-    partly the other side (a blurred wing drawn over stones looks like the stones), and as references they
-    would turn stones into the object on the frames around. A click is one chosen cell and keeps its vectors
-    (`seed_vectors`)."""
+    vectors that look like its own side of the frame (`_own_side`, away from the stroke), and for a negative
+    scribble only those of cells that the mask now puts in the background (at least ``pure`` of them, as the
+    propagation's reference cells). A stroke crosses cells that are partly the other side (a blurred wing
+    drawn over stones looks like the stones; a negative stroke along a duck's edge crosses cells that are
+    mostly duck), and as references they would turn stones into the object, or the duck into background, on
+    the frames around. A positive stroke keeps its mixed cells: the same rule for them lost more than it mended
+    (README, "Negative scribbles refer with their background"). A click is one chosen cell and keeps its
+    vectors (`seed_vectors`)."""
     grid = emb.shape[:2]
     frac = label_fractions(ids, [obj], grid)[0]
-    return _own_side(seed_vectors(emb, points), emb, _seed_cells(points, grid, 0), frac, positive, pure)
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    background = None if positive else frac <= 1.0 - pure
+    vecs = _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS, within=background)
+    return _own_side(vecs, emb, _seed_cells(pts, grid, 0), frac, positive, pure)
 
 
 def correction_references(emb: np.ndarray, before: np.ndarray, after: np.ndarray, clicks, pure: float,

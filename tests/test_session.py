@@ -173,8 +173,9 @@ def test_a_clicked_correction_keeps_its_leftover_errors_to_itself(square):
     assert s._annotation.reference_keyframes([obj.id]) == {obj.id: {0, 6}}
 
 
-def test_a_scribble_refers_only_with_what_looks_like_its_side_of_the_frame():
-    """A stroke's cells that look like the other label, away from the stroke, are no propagation references."""
+def test_a_scribble_refers_only_with_what_looks_like_its_side_and_a_negative_one_with_background():
+    """A stroke's cells that look like the other label, away from the stroke, are no propagation references, nor
+    are a negative stroke's cells that the mask still puts in the object."""
     frames, gt = square_video(n=1, side=64)  # red square x 10..73, y 40..103 on grass
     emb = ColourEmbedder().embed(frames[0])
     leak = gt[0].copy()
@@ -182,8 +183,10 @@ def test_a_scribble_refers_only_with_what_looks_like_its_side_of_the_frame():
     on_grass, on_square = [(82, 48), (82, 96)], [(20, 48), (20, 96)]
     assert len(edits.seed_vectors(emb, on_grass)) > 0
     assert len(edits.scribble_references(emb, on_grass, leak, 1, True, 0.75)) == 0
-    assert np.array_equal(edits.scribble_references(emb, on_grass, leak, 1, False, 0.75),
+    assert np.array_equal(edits.scribble_references(emb, on_grass, gt[0], 1, False, 0.75),
                           edits.seed_vectors(emb, on_grass))
+    # grass that the mask still calls the object: a negative stroke there says nothing of the background
+    assert len(edits.scribble_references(emb, on_grass, leak, 1, False, 0.75)) == 0
     assert np.array_equal(edits.scribble_references(emb, on_square, gt[0], 1, True, 0.75),
                           edits.seed_vectors(emb, on_square))
     assert len(edits.scribble_references(emb, on_square, gt[0], 1, False, 0.75)) == 0
