@@ -129,11 +129,11 @@ def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, posi
     vectors that look like its own side of the frame (`_own_side`, away from the stroke), and for a negative
     scribble only those of cells that the mask now puts in the background (at least ``pure`` of them, as the
     propagation's reference cells). A stroke crosses cells that are partly the other side (a blurred wing
-    drawn over stones looks like the stones; a negative stroke along a duck's edge crosses cells that are
-    mostly duck), and as references they would turn stones into the object, or the duck into background, on
-    the frames around. A positive stroke keeps its mixed cells: the same rule for them lost more than it mended
-    (README, "Negative scribbles refer with their background"). A click is one chosen cell and keeps its
-    vectors (`seed_vectors`)."""
+    drawn over stones looks like the stones), and the look-alike cells beside it may be the other side (beside
+    a negative stroke along a duck's edge, duck); as references they would turn stones into the object, or the
+    duck into background, on the frames around. A positive stroke keeps its mixed cells: the same rule for
+    them lost more than it mended (README, "Negative scribbles refer with their background"). A click is one
+    chosen cell and keeps its vectors (`seed_vectors`)."""
     grid = emb.shape[:2]
     frac = label_fractions(ids, [obj], grid)[0]
     pts = np.asarray(points, np.float64).reshape(-1, 2)
