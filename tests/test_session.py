@@ -187,6 +187,10 @@ def test_a_scribble_refers_only_with_what_looks_like_its_side_and_a_negative_one
                           edits.seed_vectors(emb, on_grass))
     # grass that the mask still calls the object: a negative stroke there says nothing of the background
     assert len(edits.scribble_references(emb, on_grass, leak, 1, False, 0.75)) == 0
+    beside = gt[0].copy()
+    beside[40:104, 90:98] = 1  # the object's mask also holds a strip of grass a cell beside the stroke
+    kept = edits.scribble_references(emb, on_grass, beside, 1, False, 0.75)
+    assert 0 < len(kept) < len(edits.seed_vectors(emb, on_grass))  # the look-alike cells of the strip drop out
     assert np.array_equal(edits.scribble_references(emb, on_square, gt[0], 1, True, 0.75),
                           edits.seed_vectors(emb, on_square))
     assert len(edits.scribble_references(emb, on_square, gt[0], 1, False, 0.75)) == 0
