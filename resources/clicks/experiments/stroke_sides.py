@@ -6,6 +6,8 @@ Run from a checkout:
 
 VARIANT ``positive-scribbles``: a positive scribble too refers only with the cells that the frame's mask now puts
 at least ``pure_fraction`` in the object (the "both signs" rows, with ``--user robot``). VARIANT
+``positive-neighbours``: the same for the look-alike cells beside a positive scribble only, its own cells as
+shipped (with ``--user robot``). VARIANT
 ``negative-clicks``: a negative click refers only with the cells of its seed vectors that the mask now puts in
 the background, as a negative scribble does (the clicker, without ``--user``). The rest of the arguments go to
 `vos-engine` unchanged.
@@ -21,17 +23,20 @@ from engine.session import Session
 from engine.upsample import label_fractions
 
 
-def _side_vectors(emb, points, ids, obj, positive, pure) -> np.ndarray:
-    """The seed vectors of the stroke's cells that the mask puts at least ``pure`` on its side."""
+def _side_vectors(emb, points, ids, obj, positive, pure, own_cells_too: bool = True) -> np.ndarray:
+    """The seed vectors of the stroke's cells that the mask puts at least ``pure`` on its side (of the cells
+    beside the stroke only, when not ``own_cells_too``)."""
     frac = label_fractions(ids, [obj], emb.shape[:2])[0]
     side = frac >= pure if positive else frac <= 1.0 - pure
     pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if not own_cells_too:
+        side |= interaction._seed_cells(pts, emb.shape[:2], 0)
     return interaction._seed_vectors(emb, pts, interaction.SEED_RADIUS_CELLS, interaction.SEED_CLOSENESS,
                                      within=side)
 
 
 def patch(variant: str) -> None:
-    if variant == "positive-scribbles":
+    if variant in ("positive-scribbles", "positive-neighbours"):
         shipped = interaction.scribble_references
 
         def scribble_references(emb, points, ids, obj, positive, pure):
@@ -39,7 +44,7 @@ def patch(variant: str) -> None:
                 return shipped(emb, points, ids, obj, positive, pure)
             grid = emb.shape[:2]
             frac = label_fractions(ids, [obj], grid)[0]
-            vecs = _side_vectors(emb, points, ids, obj, positive, pure)
+            vecs = _side_vectors(emb, points, ids, obj, positive, pure, variant == "positive-scribbles")
             return interaction._own_side(vecs, emb, interaction._seed_cells(points, grid, 0), frac, positive, pure)
 
         interaction.scribble_references = scribble_references
@@ -54,7 +59,7 @@ def patch(variant: str) -> None:
 
         Session._references = _references
     else:
-        raise SystemExit(f"unknown variant {variant!r}: positive-scribbles or negative-clicks")
+        raise SystemExit(f"unknown variant {variant!r}: positive-scribbles, positive-neighbours or negative-clicks")
 
 
 if __name__ == "__main__":
