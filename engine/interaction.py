@@ -102,11 +102,11 @@ def _seed_vectors(emb: np.ndarray, points, radius_cells: int = 1, closeness: flo
     return np.concatenate([core_v, ring_v]).astype(np.float32)
 
 
-def seed_vectors(emb: np.ndarray, points) -> np.ndarray:
-    """The reference embeddings (N, D) a click/scribble through ``points`` (x, y) contributes."""
-    h, w, _ = emb.shape
+def seed_vectors(emb: np.ndarray, points, within: np.ndarray | None = None) -> np.ndarray:
+    """The reference embeddings (N, D) a click/scribble through ``points`` (x, y) contributes (only of the
+    ``within`` cells, when given)."""
     pts = np.asarray(points, np.float64).reshape(-1, 2)
-    return _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS)
+    return _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS, within)
 
 
 def _own_side(vecs: np.ndarray, emb: np.ndarray, near: np.ndarray, frac: np.ndarray, positive: bool,
@@ -136,10 +136,8 @@ def scribble_references(emb: np.ndarray, points, ids: np.ndarray, obj: int, posi
     chosen cell and keeps its vectors (`seed_vectors`)."""
     grid = emb.shape[:2]
     frac = label_fractions(ids, [obj], grid)[0]
-    pts = np.asarray(points, np.float64).reshape(-1, 2)
-    background = None if positive else frac <= 1.0 - pure
-    vecs = _seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS, within=background)
-    return _own_side(vecs, emb, _seed_cells(pts, grid, 0), frac, positive, pure)
+    vecs = seed_vectors(emb, points, within=None if positive else frac <= 1.0 - pure)
+    return _own_side(vecs, emb, _seed_cells(points, grid, 0), frac, positive, pure)
 
 
 def correction_references(emb: np.ndarray, before: np.ndarray, after: np.ndarray, clicks, pure: float,
@@ -289,7 +287,7 @@ def retrieve_edit(ids: np.ndarray, emb: np.ndarray, obj: int, points, positive: 
     pts[:, 1] = np.clip(pts[:, 1], 0, H - 1)
     seeds = _Seeds(px=_stroke_mask((H, W), pts, 2 * seed_radius_px + 1) > 0,
                    cells=_seed_cells(pts, (h, w), 1),
-                   vecs=_seed_vectors(emb, pts, SEED_RADIUS_CELLS, SEED_CLOSENESS))
+                   vecs=seed_vectors(emb, pts))
     extra_pos = positives if positives is not None and len(positives) else None
     extra_neg = negatives if negatives is not None and len(negatives) else None
     new = ids.copy()
