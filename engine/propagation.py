@@ -63,7 +63,6 @@ class PropagationConfig:
     background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
     # sure background cells far from every object (0 = never; README, "Background as it is seen")
     background_gap: float = 8.0   # cells from every object that such a background cell is at least
-    absent_penalty: float = 0.0   # similarity an object absent from the previous frame loses everywhere
 
 
 RECENT_BACKGROUND_PROTOTYPES = 128  # the newest sure-background frame's share, beside the keyframes' pool
@@ -236,7 +235,6 @@ class Propagator:
                     continue
                 m = prev_fr[i] >= 0.5
                 if not m.any():
-                    scores[i] -= cfg.absent_penalty
                     continue
                 dist = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
                 scores[i] -= cfg.prior_strength * np.maximum(dist - cfg.prior_radius, 0)
