@@ -63,7 +63,6 @@ class PropagationConfig:
     background_every: int = 5     # every this many propagated frames, the background pool takes that frame's
     # sure background cells far from every object (0 = never; README, "Background as it is seen")
     background_gap: float = 8.0   # cells from every object that such a background cell is at least
-    background_start: bool = False  # experiment: a pass's first recent background is its start frame's
 
 
 RECENT_BACKGROUND_PROTOTYPES = 128  # the newest sure-background frame's share, beside the keyframes' pool
@@ -354,12 +353,6 @@ class Propagator:
         searcher = ThreadPoolExecutor(1, thread_name_prefix="vos-search", initializer=search_threads,
                                       initargs=(max(1, ALL_CORES - 1),))
         ahead = {}
-        if every and self.config.background_start and 0 <= t0 < n:
-            emb0 = task.embedding(t0)
-            labels = [0] + sorted(spans)
-            fr = label_fractions(task.read_ids(t0), labels, emb0.shape[:2])
-            start = FrameResult(t0, {lab: fr[i] for i, lab in enumerate(labels)}, None, {})
-            index = self._index(pools, self._recent_background(emb0, start, self.search(index, emb0), index))
         try:
             for i, t in enumerate(frames):
                 active = active_at(t)

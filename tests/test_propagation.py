@@ -245,18 +245,3 @@ def test_a_look_alike_seen_far_from_the_object_stays_background_when_it_comes_cl
         last[every] = jaccard(store[18] == 1, gt[18] == 1)
         assert min(jaccard(store[t] == 1, gt[t] == 1) for t in range(1, 17)) > 0.9, every
     assert last[0] < 0.7 < 0.9 < last[5]
-
-
-def test_a_pass_from_a_correction_starts_with_the_background_around_it():
-    """A corrected frame is a keyframe but no reference (only its clicks are), so a propagation from it knew
-    nothing of its background until its fifth frame: here the look-alike bar, seen far from the square on the
-    corrected frame 15, reaches it on frame 16. The pass now starts with frame 15's sure background."""
-    frames, gt = look_alike_video()
-    last = {}
-    for start in (False, True):
-        store = dict(enumerate(gt))  # an earlier run, right everywhere
-        task = make_task(frames, store, {1: {0, 15}}, [1])
-        task.reference_keyframes = {1: {0}}
-        run(Propagator(PropagationConfig(background_start=start)), task, store, 15, "forward")
-        last[start] = min(jaccard(store[t] == 1, gt[t] == 1) for t in (16, 17, 18))
-    assert last[False] < 0.7 < 0.9 < last[True], last
