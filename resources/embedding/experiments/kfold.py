@@ -1,0 +1,68 @@
+"""The embedding head by k-fold over all the DAVIS training sequences (resources/embedding/README.md, "k-fold").
+
+    python resources/embedding/experiments/kfold.py DAVIS_ROOT OUT --embedding-cache DIR [--folds 5] [--iters N]
+
+The shipped head was trained on 24 of the 30 sequences, so every other k-fold figure of the engine (boundary head,
+click model) is in-sample for the embedding on those 24. Here each fold's sequences are embedded by a head trained
+as `training.json` (beside the shipped head) records, with the same seed, on the other folds only, and scored by
+`evaluate` from their first-frame masks. The boundary head is off in both rows (it was trained on the shipped
+head's output); the other row is the shipped head on the same sequences. Writes OUT/features (frozen backbone
+maps, ~1.5 GB), OUT/fold<k>/head.pt, the embeddings in DIR (as `evaluate --embedding-cache` keeps them) and
+OUT/kfold.json, and prints the table. `--iters 0` gives each fold the untrained head (the PCA of its training
+folds' features), which is where the recipe's training starts.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from engine.atomic import atomic_write_json
+from engine.boundary_train import _means, fold_sequences
+from engine.embedding import Embedder
+from engine.embedding.network import DEFAULT_WEIGHTS, save_head
+from engine.embedding.train import cache_features, list_sequences, train_head
+from engine.evaluation import compare_table, default_session_factory, run_semi_supervised
+from engine.propagation import PropagationConfig
+
+
+def evaluate(davis_root: Path, sequences: list[str], embedder: Embedder, cache: Path) -> dict:
+    make = default_session_factory(embedding_cache=cache, config=PropagationConfig(boundary_head="none"),
+                                   embedder=embedder)
+    return run_semi_supervised(davis_root, None, sequences, make_session_fn=make).to_json()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("davis_root", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--embedding-cache", type=Path, required=True)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--iters", type=int, help="training steps (default: the recipe's)")
+    args = p.parse_args()
+    recipe = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
+    if args.iters is not None:
+        recipe["iters"] = args.iters
+    names = list_sequences(args.davis_root)
+    features = cache_features(args.davis_root, args.out / "features", names, frame_step=recipe["train_frame_step"])
+    shipped = Embedder.load()
+    runs = {"shipped head": {"sequences": {}}, "head trained without the fold (k-fold)": {"sequences": {}}}
+    for k, held in enumerate(fold_sequences(names, args.folds)):
+        path = args.out / f"fold{k}" / "head.pt"
+        if not path.exists():
+            head = train_head(features, [s for s in names if s not in held], dim=recipe["dim"],
+                              hidden=recipe["hidden"], margin=recipe["margin"], iters=recipe["iters"],
+                              lr=recipe["lr"], seed=recipe["seed"], first_frame_ref=recipe["first_frame_ref"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_head(head, path, meta={"held_out": held, "recipe": recipe["command"], "iters": recipe["iters"]})
+        for name, embedder in (("shipped head", shipped),
+                               ("head trained without the fold (k-fold)", Embedder.load(weights=path))):
+            runs[name]["sequences"].update(evaluate(args.davis_root, held, embedder, args.embedding_cache)["sequences"])
+        print(f"fold {k}: {', '.join(held)}", flush=True)
+    runs = {name: _means(r) for name, r in runs.items()}
+    table = compare_table(runs)
+    atomic_write_json(args.out / "kfold.json", {"folds": args.folds, "table": table, "runs": runs})
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
