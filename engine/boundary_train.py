@@ -239,14 +239,14 @@ def kfold_report(davis_root: Path, names: list[str], heads: list[Path], embeddin
         for held, head in zip(fold_sequences(names, len(heads)), heads):
             merged["sequences"].update(evaluate(held, head, band)["sequences"])
             log(f"evaluated {', '.join(held)} with {head}, band {band}")
-        runs[name] = _means(merged)
+        runs[name] = merged_means(merged)
     table = compare_table(runs)
     atomic_write_json(out, {"folds": len(heads), "seed": seed, "table": table, "runs": runs})
     log(table)
     return runs
 
 
-def _means(result: dict) -> dict:
+def merged_means(result: dict) -> dict:
     """J_mean, F_mean, JF_mean over all objects of a merged `evaluate --json` dict, as `evaluate` means them."""
     objs = [o for s in result["sequences"].values() for o in s["objects"].values()]
     out = {m: float(np.mean([o[k] for o in objs])) for m, k in (("J_mean", "J"), ("F_mean", "F"))}

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from engine.atomic import atomic_write_json
-from engine.boundary_train import _means, fold_sequences
+from engine.boundary_train import fold_sequences, merged_means
 from engine.embedding import Embedder
 from engine.embedding.network import DEFAULT_WEIGHTS, save_head
 from engine.embedding.train import cache_features, list_sequences, train_head
@@ -58,7 +58,7 @@ def main() -> None:
                                ("head trained without the fold (k-fold)", Embedder.load(weights=path))):
             runs[name]["sequences"].update(evaluate(args.davis_root, held, embedder, args.embedding_cache)["sequences"])
         print(f"fold {k}: {', '.join(held)}", flush=True)
-    runs = {name: _means(r) for name, r in runs.items()}
+    runs = {name: merged_means(r) for name, r in runs.items()}
     table = compare_table(runs)
     atomic_write_json(args.out / "kfold.json", {"folds": args.folds, "table": table, "runs": runs})
     print(table)
