@@ -1,12 +1,12 @@
 """The click loop with the embedding by k-fold too (resources/clicks/README.md, "With the embedding by k-fold").
 
     python resources/clicks/experiments/embedding_kfold.py DAVIS_ROOT EMBEDDING_FOLDS BOUNDARY_FOLDS OUT \
-        --embedding-cache DIR [--folds-to-run 0,1,...]
+        --embedding-cache DIR [--seed S] [--folds-to-run 0,1,...]
 
 The click model's k-fold (`interactive-eval --kfold`) is in-sample for the embedding head on 24 of the 30
 sequences. Here each fold k of `engine.boundary_train.fold_sequences` is clicked with everything trained without it:
 its sequences are embedded by EMBEDDING_FOLDS/fold<k>/head.pt (resources/embedding/experiments/kfold.py), the
-click model is trained as shipped (seed 0) on the other folds' frames embedded by that same head, and the boundary
+click model is trained as shipped (seed 0 unless --seed) on the other folds' frames embedded by that same head, and the boundary
 head is BOUNDARY_FOLDS/kfold/fold<k+1>.pt. Writes OUT/fold<k>.json (`interactive-eval --rounds 3` of the fold's
 sequences) and OUT/click_model_fold<k>.pt.
 """
@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--embedding-cache", type=Path, required=True)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="the click model's training seed")
     p.add_argument("--folds-to-run", help="comma-separated fold numbers (default: all)")
     args = p.parse_args()
     names = list_sequences(args.davis_root, "train")
@@ -42,7 +43,7 @@ def main() -> None:
         head = args.embedding_folds / f"fold{k}" / "head.pt"
         os.environ[WEIGHTS_ENV] = str(head)  # load_frames embeds with Embedder.load()
         frames = load_frames(args.davis_root, [s for s in names if s not in held], args.embedding_cache)
-        model, _ = train_click_model(frames, seed=0)
+        model, _ = train_click_model(frames, seed=args.seed)
         model.save(args.out / f"click_model_fold{k}.pt")
         make = default_session_factory(
             embedding_cache=args.embedding_cache, click_model=args.out / f"click_model_fold{k}.pt",
