@@ -60,12 +60,14 @@ def _cached_embeddings(folder: Path, n_frames: int):
     return np.memmap(folder / "embeddings.f16", "<f2", "r", shape=shape)
 
 
-def load_frames(davis_root, sequences, embedding_cache=None, progress=None) -> list[dict]:
+def load_frames(davis_root, sequences, embedding_cache=None, progress=None, embedder=None) -> list[dict]:
     """Every FRAME_STEP-th frame of these sequences: {"seq", "emb" (h, w, D) float16, "gt" (h, w) cell
-    fractions of the object, "rgb" (3, h, w), "embedding_weights" (the embedder's weights_id)}. DAVIS 2016: one object, every non-zero pixel."""
-    from engine.embedding import Embedder
+    fractions of the object, "rgb" (3, h, w), "embedding_weights" (the embedder's weights_id)}. DAVIS 2016: one object, every non-zero pixel.
+    embedder: the network whose embeddings these are (None: the shipped one, on the CPU)."""
+    if embedder is None:
+        from engine.embedding import Embedder
 
-    embedder = Embedder.load(device="cpu")
+        embedder = Embedder.load(device="cpu")
     out = []
     seqs = load_sequences(davis_root, None, sequences)
     for i, seq in enumerate(seqs):

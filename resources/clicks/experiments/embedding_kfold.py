@@ -12,14 +12,12 @@ sequences) and OUT/click_model_fold<k>.pt.
 """
 
 import argparse
-import os
 from pathlib import Path
 
 from engine.atomic import atomic_write_json
 from engine.boundary_train import fold_sequences
 from engine.click_model_train import load_frames, train_click_model
 from engine.embedding import Embedder
-from engine.embedding.network import WEIGHTS_ENV
 from engine.evaluation import default_session_factory, list_sequences, run_interactive
 from engine.propagation import PropagationConfig
 
@@ -40,14 +38,14 @@ def main() -> None:
     run = [int(k) for k in args.folds_to_run.split(",")] if args.folds_to_run else range(args.folds)
     for k in run:
         held = folds[k]
-        head = args.embedding_folds / f"fold{k}" / "head.pt"
-        os.environ[WEIGHTS_ENV] = str(head)  # load_frames embeds with Embedder.load()
-        frames = load_frames(args.davis_root, [s for s in names if s not in held], args.embedding_cache)
+        embedder = Embedder.load(weights=args.embedding_folds / f"fold{k}" / "head.pt")
+        frames = load_frames(args.davis_root, [s for s in names if s not in held], args.embedding_cache,
+                             embedder=embedder)
         model, _ = train_click_model(frames, seed=args.seed)
         model.save(args.out / f"click_model_fold{k}.pt")
         make = default_session_factory(
             embedding_cache=args.embedding_cache, click_model=args.out / f"click_model_fold{k}.pt",
-            embedder=Embedder.load(weights=head),
+            embedder=embedder,
             config=PropagationConfig(boundary_head=str(args.boundary_folds / "kfold" / f"fold{k + 1}.pt")))
         atomic_write_json(args.out / f"fold{k}.json",
                           run_interactive(args.davis_root, None, held, rounds=3, make_session_fn=make))
