@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from engine.embedding import cache as cache_mod
 from engine.embedding.cache import EmbeddingCache, to_float, to_half
-from engine.embedding.network import (DEFAULT_WEIGHTS, Backbone, Embedder, EmbeddingHead, append_coords,
+from engine.embedding.network import (BACKBONES, DEFAULT_WEIGHTS, Backbone, Embedder, EmbeddingHead, append_coords,
                                       file_sha256, for_inference, load_head, save_head)
 from engine.embedding.train import pml_triplet_loss, train_embedding
 from engine.errors import FormatError
@@ -304,3 +304,28 @@ def test_the_inference_backbone_is_the_backbone_with_its_batch_norms_folded_in()
         for a, b in zip(plain(x), fast(x)):
             assert a.shape == b.shape
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_a_head_names_its_backbone_and_the_embedder_runs_that_one(tmp_path, name):
+    """The head file carries the backbone it was trained on (resources/embedding/experiments/kfold.py --backbone);
+    the embedder builds that one, the cache key names it, and the maps have the channels the table says."""
+    taps, channels = BACKBONES[name][2:]
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        maps = Backbone(name)(x)
+    assert [m.shape[1] for m in maps] == list(channels)
+    assert [m.shape[-1] for m in maps] == [96 // 8, 96 // 16, 96 // 32]
+    save_head(EmbeddingHead(dim=8, hidden=16, backbone=name), tmp_path / "h.pt")
+    emb = Embedder.load(weights=tmp_path / "h.pt")
+    assert emb.weights_id.startswith(f"{name}-b{taps[-1]}+")
+    out = emb.embed(np.zeros((64, 96, 3), np.uint8))
+    assert out.shape == (8, 12, 8)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_the_shipped_head_runs_on_lite0_under_its_old_cache_key():
+    """Heads written before the backbone was named are Lite0 heads; their embeddings keep their cache key."""
+    head, _ = load_head(DEFAULT_WEIGHTS)
+    assert head.config["backbone"] == "lite0"
+    assert Embedder.load().weights_id.startswith("lite0-b15+")

