@@ -1,11 +1,11 @@
 """The embedding head by k-fold over all the DAVIS training sequences (resources/embedding/README.md, "k-fold").
 
     python resources/embedding/experiments/kfold.py DAVIS_ROOT OUT --embedding-cache DIR [--folds 5] [--iters N]
-        [--backbone lite0|lite1|lite2] [--tune-from BLOCK [--late-lr F]]
+        [--backbone lite0|lite1|lite2] [--tune-from BLOCK [--late-lr F]] [--seed S]
 
 The shipped head was trained on 24 of the 30 sequences, so every other k-fold figure of the engine (boundary head,
 click model) is in-sample for the embedding on those 24. Here each fold's sequences are embedded by a head trained
-as `training.json` (beside the shipped head) records, with the same seed, on the other folds only, and scored by
+as `training.json` (beside the shipped head) records, with the same seed unless --seed, on the other folds only, and scored by
 `evaluate` from their first-frame masks. The boundary head is off in both rows (it was trained on the shipped
 head's output); the other row is the shipped head on the same sequences. Writes OUT/features (frozen backbone
 maps, ~1.5 GB), OUT/fold<k>/head.pt, the embeddings in DIR (as `evaluate --embedding-cache` keeps them) and
@@ -42,15 +42,15 @@ def main() -> None:
     p.add_argument("--embedding-cache", type=Path, required=True)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--iters", type=int, help="training steps (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="training seed (default: the recipe's)")
     p.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the recipe's")
     p.add_argument("--tune-from", type=int, metavar="BLOCK", help="fine-tune the backbone's blocks from BLOCK on")
     p.add_argument("--late-lr", type=float, default=0.1, help="their learning rate, as a fraction of the head's")
     args = p.parse_args()
     recipe = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
-    if args.iters is not None:
-        recipe["iters"] = args.iters
-    if args.backbone is not None:
-        recipe["backbone"] = args.backbone
+    for key in ("iters", "seed", "backbone"):
+        if getattr(args, key) is not None:
+            recipe[key] = getattr(args, key)
     backbone = recipe.get("backbone", "lite0")
     names = list_sequences(args.davis_root)
     features = cache_features(args.davis_root, args.out / "features", names, backbone=Backbone(backbone),
