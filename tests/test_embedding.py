@@ -15,7 +15,7 @@ from engine.embedding import cache as cache_mod
 from engine.embedding.cache import EmbeddingCache, to_float, to_half
 from engine.embedding.network import (BACKBONES, DEFAULT_WEIGHTS, Backbone, Embedder, EmbeddingHead, append_coords,
                                       file_sha256, for_inference, load_head, save_head)
-from engine.embedding.train import pml_triplet_loss, train_embedding
+from engine.embedding.train import pml_triplet_loss, train_embedding, train_head
 from engine.errors import FormatError
 
 
@@ -350,6 +350,8 @@ def test_late_stages_continue_the_backbone_from_its_stride_8_map_and_train_only_
         torch.testing.assert_close(b, a)
     sum(o.sum() for o in out).backward()
     assert all((p.grad is not None) == p.requires_grad for p in late.parameters())
+    with pytest.raises(ValueError, match="late stages of lite0 for a lite1 head"):
+        train_head(Path("unused"), [], backbone="lite1", late_stages=late)
 
 
 def test_a_head_carries_its_tuned_backbone_blocks_and_the_embedder_runs_them(tmp_path):

@@ -206,7 +206,7 @@ class LateStages(nn.Module):
 
     def __init__(self, backbone: Backbone, first: int):
         super().__init__()
-        self.taps, self.first = backbone.taps, first
+        self.taps, self.first, self.backbone = backbone.taps, first, backbone.name
         self.blocks = nn.ModuleDict({str(i): backbone.blocks[i] for i in range(self.taps[0] + 1, self.taps[-1] + 1)})
         for i, block in self.blocks.items():
             block.requires_grad_(int(i) >= first)
@@ -240,6 +240,8 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
     Each iteration draws `pairs_per_iter` (reference, target) pairs from random training sequences; the
     reference is the first frame with probability `first_frame_ref`, else a frame at most `max_gap` away.
     late_stages: trained along with the head (in place) at `late_lr` times its learning rate."""
+    if late_stages is not None and late_stages.backbone != backbone:
+        raise ValueError(f"late stages of {late_stages.backbone} for a {backbone} head")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
