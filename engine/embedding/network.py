@@ -276,17 +276,18 @@ class Embedder:
     """Maps RGB frames to L2-normalised per-pixel embeddings at stride 8 (the contract's Embedder).
 
     `Embedder.load(device)` is the product path: frozen Lite0 backbone + the trained head shipped in
-    resources/embedding/head.pt. `dim` is the embedding size D; `weights_id` identifies the weights
-    (sha256 of the head file) for cache invalidation.
+    resources/embedding/head.pt. The head names its backbone and carries any blocks training tuned, so the head
+    alone decides what runs. `dim` is the embedding size D; `weights_id` identifies the weights (backbone and
+    sha256 of the head file) for cache invalidation.
     """
 
     def __init__(self, head: EmbeddingHead, device: str | torch.device = "cpu", weights_id: str = "",
-                 meta: dict | None = None, backbone: Backbone | None = None):
+                 meta: dict | None = None):
         tune_malloc()
         self.device = resolve_device(device)
         # channels-last: oneDNN's convolutions then skip reordering each layer's input (a 480p frame 120 -> 89 ms
         # here, the same embeddings to 3e-7); the trainers' own Backbones keep the default layout
-        backbone = backbone or Backbone(head.config["backbone"], tuned=head.backbone_state)
+        backbone = Backbone(head.config["backbone"], tuned=head.backbone_state)  # the head names both
         self.backbone = for_inference(backbone).to(self.device, memory_format=torch.channels_last)
         self.head = head.to(self.device).eval()
         for p in self.head.parameters():

@@ -59,8 +59,8 @@ def main() -> None:
     runs = {"shipped head": {"sequences": {}}, "head trained without the fold (k-fold)": {"sequences": {}}}
     for k, held in enumerate(fold_sequences(names, args.folds)):
         path = args.out / f"fold{k}" / "head.pt"
-        late = LateStages(Backbone(backbone), args.tune_from) if args.tune_from is not None else None
         if not path.exists():
+            late = LateStages(Backbone(backbone), args.tune_from) if args.tune_from is not None else None
             head = train_head(features, [s for s in names if s not in held], dim=recipe["dim"],
                               hidden=recipe["hidden"], margin=recipe["margin"], iters=recipe["iters"],
                               lr=recipe["lr"], seed=recipe["seed"], first_frame_ref=recipe["first_frame_ref"],
