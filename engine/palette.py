@@ -30,6 +30,7 @@ def _voc_colormap() -> np.ndarray:
     return cmap
 
 
+HISTOGRAM_FROM = 40  # candidate ids from which present_ids counts a histogram instead
 PALETTE: np.ndarray = _voc_colormap()
 PALETTE.flags.writeable = False
 
@@ -42,10 +43,19 @@ def colorize(ids: np.ndarray) -> np.ndarray:
 
 
 def present_ids(ids: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 ids -> the ids with at least one pixel, ascending (0 included). A histogram
-    (cv2.calcHist) because np.bincount first widens every pixel to int64: 0.09 against 0.44 ms at 480p."""
-    hist = cv2.calcHist([np.ascontiguousarray(ids)], [0], None, [256], [0, 256])
-    return np.flatnonzero(hist.ravel())
+    """(H, W) uint8 ids -> the ids with at least one pixel, ascending (0 included).
+
+    A mask holds few ids, so each id between the lowest and the highest is tested on its own (0.02 ms an id
+    at 480p on the 2-core machine, where cv2.calcHist takes 0.8 ms and np.bincount 1.5); past
+    HISTOGRAM_FROM candidates a histogram is cheaper."""
+    if ids.size == 0:
+        return np.zeros(0, np.int64)
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo + 1 >= HISTOGRAM_FROM:
+        hist = cv2.calcHist([np.ascontiguousarray(ids)], [0], None, [256], [0, 256])
+        return np.flatnonzero(hist.ravel())
+    inner = [i for i in range(lo + 1, hi) if (ids == i).any()]
+    return np.array(sorted({lo, hi, *inner}), np.int64)
 
 
 def encode_id_png(ids: np.ndarray, compress_level: int = 1) -> bytes:
