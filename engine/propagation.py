@@ -26,7 +26,7 @@ Refiners (`engine.refiners`) plug in with ``Propagator(refiner=r)``: each pass c
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator, NamedTuple
@@ -331,7 +331,9 @@ class Propagator:
               ref_frames: list[int], done: set[int]) -> Iterator[FrameResult]:
         """One direction from t0: each frame's previous frame is the one just propagated."""
         n = task.n_frames
-        index = self._index(pools)
+        # `index` serves the searches; after a background refresh it is the Future of the new one, built on the
+        # search thread (its k-means costs ~15 ms), before the searches that use it (one worker, in order)
+        index = labels_of = self._index(pools)  # labels_of: the label order, the same for every refresh
         every = self.config.background_every
         lo = min(s[0] for s in spans.values())
         hi = max(s[1] for s in spans.values())
@@ -365,7 +367,7 @@ class Propagator:
                 scores = found.result()
                 if i + 1 < len(frames) and active_at(frames[i + 1]):
                     ahead[frames[i + 1]] = self._search_on(searcher, index, task.embedding(frames[i + 1]))
-                result = self._frame(task, t, t0, [0] + active, index, prev_ids, emb, scores)
+                result = self._frame(task, t, t0, [0] + active, labels_of, prev_ids, emb, scores)
                 present = present_objects(result.ids, active)
                 for lab in seen - present:
                     if lab in result.confidence:
@@ -373,7 +375,7 @@ class Propagator:
                 seen |= present
                 done.add(t)
                 if every and i % every == every - 1:  # serves from frame i + 2 on: i + 1's search is under way
-                    index = self._index(pools, self._recent_background(emb, result, scores, index))
+                    index = searcher.submit(self._refreshed_index, pools, emb, result, scores, index)
                 yield result
                 prev_ids = result.ids
         finally:
@@ -381,9 +383,15 @@ class Propagator:
             if self.refiner is not None and task.image is not None:
                 self.refiner.finish()
 
-    def _search_on(self, searcher: ThreadPoolExecutor, index: LabelIndex, emb: np.ndarray):
-        """(emb, Future of `search(index, emb)`) run on `searcher`."""
-        return emb, searcher.submit(self.search, index, emb)
+    def _search_on(self, searcher: ThreadPoolExecutor, index: LabelIndex | Future, emb: np.ndarray):
+        """(emb, Future of `search(index, emb)`) run on `searcher`; `index` may be the Future of an index that an
+        earlier job on `searcher` builds."""
+        return emb, searcher.submit(lambda: self.search(_ready(index), emb))
+
+    def _refreshed_index(self, pools: dict, emb: np.ndarray, result: "FrameResult", scores: np.ndarray,
+                         index: LabelIndex | Future) -> LabelIndex:
+        """The run's index with frame `result`'s sure background as the newest background (`_recent_background`)."""
+        return self._index(pools, self._recent_background(emb, result, scores, _ready(index)))
 
     def _frame(self, task: PropagationTask, t: int, t0: int, labels: list[int], index: LabelIndex,
                prev_ids: np.ndarray | None, emb: np.ndarray, scores: np.ndarray) -> FrameResult:
@@ -422,3 +430,8 @@ class Propagator:
         full = with_background({lab: out.get(lab, given[lab]) for lab in given}, labels)
         probs = grid_average(full, probs.shape[1:])
         return (probs, self.upsampler(probs, image, size_hw)) if grid_scale else (probs, full)
+
+
+def _ready(index: LabelIndex | Future) -> LabelIndex:
+    """`index`, or the index its Future holds (done already when asked on the search thread, which built it)."""
+    return index.result() if isinstance(index, Future) else index

@@ -138,6 +138,35 @@ def test_the_search_a_frame_ahead_reads_embeddings_on_the_callers_thread_and_sto
     assert not [th for th in threading.enumerate() if th.name.startswith("vos-search")]
 
 
+def test_the_background_refresh_is_built_on_the_search_thread_and_serves_from_two_frames_on(monkeypatch):
+    """Every background_every frames the index takes that frame's sure background (Propagator._pass): built
+    beside the caller, and the results are those of refreshing it in order on the caller's thread, the new
+    index serving from the frame after next (the next one's search is already under way)."""
+    frames, gt = square_video(n=12)
+    store = {0: gt[0]}
+    task = make_task(frames, store, {1: {0}}, [1])
+    built_on, refreshed = [], Propagator._refreshed_index
+    monkeypatch.setattr(Propagator, "_refreshed_index",
+                        lambda self, *a: built_on.append(threading.get_ident()) or refreshed(self, *a))
+    prop = Propagator(PropagationConfig(background_every=2))
+    pools = prop.reference_pools(task, [1], 0)[0]
+    index = first = prop._index(pools)
+    serves_from, grown = {}, []
+    for r in prop.run(task, 0, "forward"):
+        index = serves_from.pop(r.t, index)
+        emb = task.embedding(r.t)
+        scores = Propagator.search(index, emb)
+        serial = prop.predict_grid(scores, [0, 1], index, label_fractions(store[r.t - 1], [0, 1], emb.shape[:2]))
+        # k-means sums in another order on the search thread's cores: equal to float rounding
+        np.testing.assert_allclose(np.stack([r.probs[0], r.probs[1]]), serial, rtol=0, atol=1e-5)
+        store[r.t] = r.ids
+        if r.t % 2 == 1:
+            serves_from[r.t + 2] = prop._index(pools, prop._recent_background(emb, r, scores, index))
+            grown.append(len(serves_from[r.t + 2].prototypes[0]) > len(first.prototypes[0]))
+    assert any(grown)  # the refreshes took background cells, so the comparison above saw them
+    assert built_on and threading.get_ident() not in built_on
+
+
 def test_two_objects_and_a_locked_one_stays_as_it_was():
     sq = (((220, 40, 40), (10, 20), (6, 0)), ((40, 40, 220), (100, 70), (-5, 0)))
     frames, gt = square_video(n=10, squares=sq)
