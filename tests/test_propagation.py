@@ -9,7 +9,7 @@ import numpy as np
 from engine.propagation import Propagator, PropagationConfig, PropagationTask, object_spans
 from engine.retrieval import LabelIndex
 from engine.threads import ALL_CORES
-from engine.upsample import EdgeAwareUpsampler, argmax_ids, grid_size, label_fractions, resize_ids
+from engine.upsample import SURE, EdgeAwareUpsampler, argmax_ids, grid_size, label_fractions, resize_ids, unsure_box
 
 
 class ColourEmbedder:
@@ -221,6 +221,29 @@ def test_grid_conversions_are_aligned():
     big = resize_ids(ids, (60, 40))
     assert big.shape == (40, 60) and set(np.unique(big)) == {0, 3}
     assert jaccard(big == 3, cv2.resize(ids, (60, 40), interpolation=cv2.INTER_NEAREST) == 3) > 0.8
+
+
+def test_the_guided_filter_on_the_unsure_box_is_the_whole_frames():
+    """EdgeAwareUpsampler filters only the box around unsure pixels (upsample.unsure_box): the same as filtering
+    the whole frame at those pixels, within SURE elsewhere, and the box is a small part of a frame with a
+    small object."""
+    frames, gt = square_video(n=1, size=(320, 240))
+    image = frames[0]
+    fr = label_fractions(gt[0], [0, 1], grid_size(240, 320))
+    fr[1] = np.clip(fr[1], 0.0, 1.0) * 0.9998 + 0.0001  # softmax-like: never exactly 0 or 1
+    fr[0] = 1 - fr[1]
+    up = EdgeAwareUpsampler()
+    half, smooth, guide = up.half_size(fr, image, (240, 320))
+    whole = cv2.ximgproc.createGuidedFilter(guide, up.radius, up.eps).filter(half[1])
+    unsure = (half[1] > SURE) & (half[1] < 1 - SURE)
+    assert unsure.any() and not unsure.all()
+    np.testing.assert_allclose(smooth[0][unsure], whole[unsure], atol=1e-5)
+    np.testing.assert_allclose(smooth[0], whole, atol=2 * SURE)
+    y0, y1, x0, x1 = unsure_box(half[1:], 2 * up.radius)
+    assert (y1 - y0) * (x1 - x0) < 0.5 * unsure.size
+    gone = np.stack([np.ones_like(fr[0]), np.zeros_like(fr[1])])  # an object with no pixel: nothing to filter
+    assert unsure_box(gone[1:], 2 * up.radius) is None
+    np.testing.assert_array_equal(up.half_size(gone, image, (240, 320))[1], 0.0)
 
 
 def test_a_reference_subset_and_blending_with_the_previous_result():
