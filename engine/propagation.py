@@ -375,7 +375,7 @@ class Propagator:
                 seen |= present
                 done.add(t)
                 if every and i % every == every - 1:  # serves from frame i + 2 on: i + 1's search is under way
-                    index = searcher.submit(self._refreshed_index, pools, emb, result, scores, index)
+                    index = searcher.submit(self._refreshed_index, pools, emb, result, scores, labels_of)
                 yield result
                 prev_ids = result.ids
         finally:
@@ -389,9 +389,9 @@ class Propagator:
         return emb, searcher.submit(lambda: self.search(_ready(index), emb))
 
     def _refreshed_index(self, pools: dict, emb: np.ndarray, result: "FrameResult", scores: np.ndarray,
-                         index: LabelIndex | Future) -> LabelIndex:
+                         index: LabelIndex) -> LabelIndex:
         """The run's index with frame `result`'s sure background as the newest background (`_recent_background`)."""
-        return self._index(pools, self._recent_background(emb, result, scores, _ready(index)))
+        return self._index(pools, self._recent_background(emb, result, scores, index))
 
     def _frame(self, task: PropagationTask, t: int, t0: int, labels: list[int], index: LabelIndex,
                prev_ids: np.ndarray | None, emb: np.ndarray, scores: np.ndarray) -> FrameResult:
