@@ -375,3 +375,43 @@ def test_a_head_carries_its_tuned_backbone_blocks_and_the_embedder_runs_them(tmp
     assert np.abs(plain.embed(frame) - tuned.embed(frame)).max() > 1e-3
     with pytest.raises(ValueError, match="no part of the lite0 backbone"):
         Backbone(tuned={"blocks.99.weight": torch.zeros(1)})
+
+
+def _feature_cache(folder: Path, seq: str, frames: int = 3, hw=(8, 12), seed=0) -> None:
+    """A tiny feature cache as `cache_features` writes it: Lite0's three maps and the cells' labels (a block of
+    object cells in one corner, one padding column IGNORE)."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    for i, (c, s) in enumerate(zip(BACKBONES["lite0"][3], (1, 2, 4))):
+        np.save(folder / f"{seq}.f{i}.npy", rng.normal(size=(frames, c, h // s, w // s)).astype(np.float16))
+    labels = np.zeros((frames, h, w), np.uint8)
+    labels[:, :4, :5] = 1
+    labels[:, :, -1] = 255
+    np.save(folder / f"{seq}.labels.npy", labels)
+
+
+def test_distractors_add_another_sequences_cells_to_the_references_as_background(tmp_path, monkeypatch):
+    """train_head(distractors=1) gives every pair's references a quarter of ref_cells cells (or all valid cells)
+    of a frame of another sequence, labelled background; without them the references are the reference frame's
+    own cells."""
+    import engine.embedding.train as train_mod
+
+    for k, seq in enumerate(("a", "b")):
+        _feature_cache(tmp_path, seq, seed=k)
+    seen = []
+    loss = train_mod.pml_triplet_loss
+    monkeypatch.setattr(train_mod, "pml_triplet_loss",
+                        lambda anc, anc_lab, ref, ref_lab, margin: seen.append(ref_lab.clone()) or
+                        loss(anc, anc_lab, ref, ref_lab, margin))
+    kw = dict(iters=2, pairs_per_iter=2, anchors=16, log=lambda *a, **k: None)
+    valid = 8 * 11  # cells of a frame that are not padding
+    train_head(tmp_path, ["a", "b"], ref_cells=4096, **kw)
+    assert len(seen) == 4 and all(len(r) == valid and (r == 1).sum() == 4 * 5 for r in seen)
+    seen.clear()
+    train_head(tmp_path, ["a", "b"], ref_cells=4096, distractors=1.0, **kw)
+    assert len(seen) == 4
+    for r in seen:
+        assert len(r) == 2 * valid and (r[:valid] == 1).sum() == 4 * 5 and (r[valid:] == 0).all()
+    seen.clear()
+    train_head(tmp_path, ["a", "b"], ref_cells=64, distractors=1.0, **kw)
+    assert all(len(r) == 64 + 16 for r in seen)

@@ -232,14 +232,17 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
                iters: int = 1500, pairs_per_iter: int = 4, anchors: int = 1024, ref_cells: int = 4096,
                lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, first_frame_ref: float = 0.5,
                max_gap: int = 40, init: str = "pca", center: bool = True, arch: str = "residual",
-               backbone: str = "lite0", late_stages: LateStages | None = None, late_lr: float = 0.1, log=print,
+               backbone: str = "lite0", late_stages: LateStages | None = None, late_lr: float = 0.1,
+               distractors: float = 0.0, log=print,
                log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
     """Train an EmbeddingHead on cached features with the PML triplet loss (seeded, deterministic on CPU).
     progress(done, total) per iteration.
 
     Each iteration draws `pairs_per_iter` (reference, target) pairs from random training sequences; the
     reference is the first frame with probability `first_frame_ref`, else a frame at most `max_gap` away.
-    late_stages: trained along with the head (in place) at `late_lr` times its learning rate."""
+    late_stages: trained along with the head (in place) at `late_lr` times its learning rate.
+    distractors: the probability that a pair's references also hold a quarter of `ref_cells` cells of a frame of
+    another sequence, object and background alike, as background (other objects the target must not match)."""
     if late_stages is not None and late_stages.backbone != backbone:
         raise ValueError(f"late stages of {late_stages.backbone} for a {backbone} head")
     torch.manual_seed(seed)
@@ -274,6 +277,13 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
             if len(ref) > ref_cells:
                 sel = torch.randperm(len(ref), generator=gen)[:ref_cells]
                 ref, ref_lab = ref[sel], ref_lab[sel]
+            if distractors and rng.random() < distractors:
+                other = data[(data.index(sf) + rng.randrange(1, len(data))) % len(data)]
+                u = rng.randrange(len(other))
+                of = other.feats([u])
+                cells, _ = _flat(head(late_stages(of) if late_stages is not None else of)[0], other.labels[u])
+                cells = cells[torch.randperm(len(cells), generator=gen)[:ref_cells // 4]]
+                ref, ref_lab = torch.cat([ref, cells]), torch.cat([ref_lab, torch.zeros(len(cells), dtype=ref_lab.dtype)])
             a = _sample_anchors(anc_lab, anchors, gen)
             losses.append(pml_triplet_loss(anc[a], anc_lab[a], ref, ref_lab, margin))
         loss = torch.stack(losses).mean()

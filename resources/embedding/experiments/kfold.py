@@ -1,7 +1,7 @@
 """The embedding head by k-fold over all the DAVIS training sequences (resources/embedding/README.md, "k-fold").
 
     python resources/embedding/experiments/kfold.py DAVIS_ROOT OUT --embedding-cache DIR [--folds 5] [--iters N]
-        [--backbone lite0|lite1|lite2] [--tune-from BLOCK [--late-lr F]] [--seed S]
+        [--backbone lite0|lite1|lite2] [--tune-from BLOCK [--late-lr F]] [--seed S] [--distractors P]
 
 The shipped head was trained on 24 of the 30 sequences, so every other k-fold figure of the engine (boundary head,
 click model) is in-sample for the embedding on those 24. Here each fold's sequences are embedded by a head trained
@@ -13,7 +13,8 @@ OUT/kfold.json, and prints the table. `--iters 0` gives each fold the untrained 
 folds' features), which is where the recipe's training starts. `--backbone` trains the same recipe on another
 EfficientNet-Lite's maps (OUT then needs its own features). `--tune-from` fine-tunes the backbone's blocks from that
 one on (the stride-16/32 stages, `train.LateStages`) with the head, at `--late-lr` times the head's learning rate;
-the head file keeps them (its `backbone_state`).
+the head file keeps them (its `backbone_state`). `--distractors P` adds, to a training pair's references with
+probability P, cells of another sequence's frame as background (`train_head(distractors=)`).
 """
 
 import argparse
@@ -46,6 +47,8 @@ def main() -> None:
     p.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the recipe's")
     p.add_argument("--tune-from", type=int, metavar="BLOCK", help="fine-tune the backbone's blocks from BLOCK on")
     p.add_argument("--late-lr", type=float, default=0.1, help="their learning rate, as a fraction of the head's")
+    p.add_argument("--distractors", type=float, default=0.0,
+                   help="probability of another sequence's frame among a pair's background references")
     args = p.parse_args()
     recipe = json.loads((DEFAULT_WEIGHTS.parent / "training.json").read_text())
     for key in ("iters", "seed", "backbone"):
@@ -64,12 +67,14 @@ def main() -> None:
             head = train_head(features, [s for s in names if s not in held], dim=recipe["dim"],
                               hidden=recipe["hidden"], margin=recipe["margin"], iters=recipe["iters"],
                               lr=recipe["lr"], seed=recipe["seed"], first_frame_ref=recipe["first_frame_ref"],
-                              backbone=backbone, late_stages=late, late_lr=args.late_lr)
+                              backbone=backbone, late_stages=late, late_lr=args.late_lr,
+                              distractors=args.distractors)
             path.parent.mkdir(parents=True, exist_ok=True)
             if late is not None:
                 head.backbone_state = late.tuned_state()
             save_head(head, path, meta={"held_out": held, "recipe": recipe["command"], "iters": recipe["iters"],
-                                        "backbone": backbone, "tune_from": args.tune_from, "late_lr": args.late_lr})
+                                        "backbone": backbone, "tune_from": args.tune_from, "late_lr": args.late_lr,
+                                        "distractors": args.distractors})
         for name, embedder in (("shipped head", shipped),
                                ("head trained without the fold (k-fold)", Embedder.load(weights=path))):
             runs[name]["sequences"].update(evaluate(args.davis_root, held, embedder, args.embedding_cache)["sequences"])
