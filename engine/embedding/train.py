@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.embedding.network import (BACKBONES, DEFAULT_WEIGHTS, INPUT_MEAN, INPUT_STD, Backbone,
+from engine.embedding.network import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_WEIGHTS, INPUT_MEAN, INPUT_STD, Backbone,
                                       EmbeddingHead, append_coords, file_sha256, normalise_input, out_size,
                                       save_head, tune_malloc)
 from engine.progress import stage
@@ -232,7 +232,7 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
                iters: int = 1500, pairs_per_iter: int = 4, anchors: int = 1024, ref_cells: int = 4096,
                lr: float = 3e-3, weight_decay: float = 1e-4, seed: int = 0, first_frame_ref: float = 0.5,
                max_gap: int = 40, init: str = "pca", center: bool = True, arch: str = "residual",
-               backbone: str = "lite0", late_stages: LateStages | None = None, late_lr: float = 0.1,
+               backbone: str = DEFAULT_BACKBONE, late_stages: LateStages | None = None, late_lr: float = 0.1,
                distractors: float = 0.0, log=print,
                log_every: int = 100, on_log=None, progress=None) -> EmbeddingHead:
     """Train an EmbeddingHead on cached features with the PML triplet loss (seeded, deterministic on CPU).
@@ -245,6 +245,8 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
     another sequence, object and background alike, as background (other objects the target must not match)."""
     if late_stages is not None and late_stages.backbone != backbone:
         raise ValueError(f"late stages of {late_stages.backbone} for a {backbone} head")
+    if distractors and len(sequences) < 2:
+        raise ValueError("distractors need at least two training sequences")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -260,30 +262,34 @@ def train_head(cache_dir: Path, sequences: list[str], *, dim: int = 32, hidden: 
     opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=iters,
                                                 pct_start=0.1)
+
+    def embed(feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return head(late_stages(feats) if late_stages is not None else feats)
+
     t0, running = time.perf_counter(), 0.0
     for it in range(iters):
         losses = []
         for _ in range(pairs_per_iter):
-            sf = data[rng.randrange(len(data))]
+            i = rng.randrange(len(data))
+            sf = data[i]
             t = rng.randrange(1, len(sf))
             if rng.random() < first_frame_ref:
                 r = 0
             else:
                 r = rng.randrange(max(0, t - max_gap), t)
-            feats = sf.feats([r, t])
-            emb = head(late_stages(feats) if late_stages is not None else feats)
+            emb = embed(sf.feats([r, t]))
             ref, ref_lab = _flat(emb[0], sf.labels[r])
             anc, anc_lab = _flat(emb[1], sf.labels[t])
             if len(ref) > ref_cells:
                 sel = torch.randperm(len(ref), generator=gen)[:ref_cells]
                 ref, ref_lab = ref[sel], ref_lab[sel]
             if distractors and rng.random() < distractors:
-                other = data[(data.index(sf) + rng.randrange(1, len(data))) % len(data)]
+                other = data[(i + rng.randrange(1, len(data))) % len(data)]
                 u = rng.randrange(len(other))
-                of = other.feats([u])
-                cells, _ = _flat(head(late_stages(of) if late_stages is not None else of)[0], other.labels[u])
+                cells, _ = _flat(embed(other.feats([u]))[0], other.labels[u])
                 cells = cells[torch.randperm(len(cells), generator=gen)[:ref_cells // 4]]
-                ref, ref_lab = torch.cat([ref, cells]), torch.cat([ref_lab, torch.zeros(len(cells), dtype=ref_lab.dtype)])
+                ref = torch.cat([ref, cells])
+                ref_lab = torch.cat([ref_lab, torch.zeros(len(cells), dtype=ref_lab.dtype)])
             a = _sample_anchors(anc_lab, anchors, gen)
             losses.append(pml_triplet_loss(anc[a], anc_lab[a], ref, ref_lab, margin))
         loss = torch.stack(losses).mean()
@@ -366,7 +372,7 @@ def validate(davis_root: Path, cache_dir: Path, embed_fn, sequences=HOLDOUT, k: 
 
 def train_embedding(davis_root: str | Path, out_dir: str | Path | None = None, seed: int = 0, iters: int = 200,
                     dim: int = 128, hidden: int = 128, margin: float = 0.3, lr: float = 3e-4,
-                    first_frame_ref: float = 0.5, backbone: str = "lite0",
+                    first_frame_ref: float = 0.5, backbone: str = DEFAULT_BACKBONE,
                     feature_cache: str | Path = "/tmp/vos-pml-features", threads: int | None = None,
                     validate_k: int = 10, train_frame_step: int = 2, log=print, progress=None) -> dict:
     """Reproduce the shipped head: cache frozen Lite0 features of DAVIS 2016 train (hold-out sequences

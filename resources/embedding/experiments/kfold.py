@@ -24,7 +24,7 @@ from pathlib import Path
 from engine.atomic import atomic_write_json
 from engine.boundary_train import fold_sequences, merged_means
 from engine.embedding import Embedder
-from engine.embedding.network import BACKBONES, DEFAULT_WEIGHTS, Backbone, save_head
+from engine.embedding.network import BACKBONES, DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, save_head
 from engine.embedding.train import LateStages, cache_features, list_sequences, train_head
 from engine.evaluation import compare_table, default_session_factory, run_semi_supervised
 from engine.propagation import PropagationConfig
@@ -54,7 +54,7 @@ def main() -> None:
     for key in ("iters", "seed", "backbone"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    backbone = recipe.get("backbone", "lite0")
+    backbone = recipe.get("backbone", DEFAULT_BACKBONE)
     names = list_sequences(args.davis_root)
     features = cache_features(args.davis_root, args.out / "features", names, backbone=Backbone(backbone),
                               frame_step=recipe["train_frame_step"])
